@@ -1,0 +1,3 @@
+from murano.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""`POST /image/generate`, `POST /images/generations` and `GET /image/styles`."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from murano.api.deps import CurrentPrincipal, Service
+from murano.api.protocol import OPENAI_SIZES, GenerateImageRequest, OpenAIImageRequest
+from murano.api.serving import Generated, OutputRequest
+from murano.catalog.check import MAX_SIDE, GenerationParams
+from murano.catalog.styles import STYLE_NAMES
+from murano.errors import InvalidRequest
+from murano.imaging.encode import MIME_TYPES, sniff_format
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1")
+
+# OpenAI's largest sizes are 1792 px on a side; Venice's native endpoint stops at 1280.
+OPENAI_MAX_SIDE = 1792
+
+
+def _log(request: Request, params: GenerationParams, generated: Generated | None) -> None:
+    fields: dict[str, Any] = {"model": params.model_id, "images": params.images}
+    if generated is not None:
+        fields["timing"] = generated.timings.as_venice()
+    request.state.log_fields = fields
+
+
+@router.post("/image/generate", response_model=None)
+async def generate_image(
+    body: GenerateImageRequest, request: Request, principal: CurrentPrincipal, service: Service
+) -> Response:
+    received = time.monotonic()
+    if body.inpaint is not None:
+        raise InvalidRequest(
+            "inpaint", "inpaint is deprecated and was disabled on May 19th, 2025; omit it."
+        )
+    if body.return_binary and (body.variants or 1) > 1:
+        raise InvalidRequest("variants", "variants > 1 is only supported when return_binary is false.")
+    params = service.resolve(body.model, body, max_side=MAX_SIDE)
+    _log(request, params, None)
+    output = OutputRequest(
+        fmt=body.format,
+        safe_mode=body.safe_mode,
+        hide_watermark=body.hide_watermark,
+        embed_metadata=body.embed_exif_metadata,
+        style_preset=body.style_preset,
+        binary=body.return_binary,
+    )
+    generated = await service.generate(
+        principal,
+        params,
+        output,
+        received=received,
+        is_disconnected=request.is_disconnected,
+        endpoint="image/generate",
+    )
+    _log(request, params, generated)
+    if body.return_binary:
+        data = generated.rendered.images[0]
+        fmt = sniff_format(data) or body.format
+        return Response(data, media_type=MIME_TYPES[fmt], headers=generated.headers)
+    echo = _echo(body, params)
+    content = {
+        "id": f"generate-image-{request.state.request_id}",
+        "images": [base64.b64encode(img).decode() for img in generated.rendered.images],
+        "timing": generated.timings.as_venice(),
+        "request": {"success": True, "data": echo},
+    }
+    return JSONResponse(content, headers=generated.headers)
+
+
+def _echo(body: GenerateImageRequest, params: GenerationParams) -> dict[str, Any]:
+    """The request as parsed, every default filled in (style_references omitted, as Venice)."""
+    data = body.model_dump(exclude={"style_references", "inpaint"}, exclude_none=True)
+    data.update(
+        width=params.width,
+        height=params.height,
+        steps=params.steps,
+        cfg_scale=params.cfg_scale,
+        seed=params.seed,
+        variants=params.images,
+    )
+    if params.resolution is not None:
+        data["resolution"] = params.resolution
+    return data
+
+
+@router.post("/images/generations", response_model=None)
+async def openai_generations(
+    body: OpenAIImageRequest, request: Request, principal: CurrentPrincipal, service: Service
+) -> Response:
+    received = time.monotonic()
+    model = body.model if body.model in service.catalog else service.catalog.default_id
+    size = OPENAI_SIZES[body.size or "auto"]
+    native = GenerateImageRequest.model_construct(
+        model=model,
+        prompt=body.prompt,
+        width=size[0] if size else None,
+        height=size[1] if size else None,
+        format=body.output_format,
+        safe_mode=body.moderation != "low",
+        **{name: None for name in _UNSET_NATIVE},
+    )
+    params = service.resolve(model, native, max_side=OPENAI_MAX_SIDE)
+    _log(request, params, None)
+    output = OutputRequest(
+        fmt=body.output_format,
+        safe_mode=body.moderation != "low",
+        hide_watermark=False,
+        embed_metadata=False,
+    )
+    generated = await service.generate(
+        principal,
+        params,
+        output,
+        received=received,
+        is_disconnected=request.is_disconnected,
+        endpoint="images/generations",
+    )
+    _log(request, params, generated)
+    image = generated.rendered.images[0]
+    b64 = base64.b64encode(image).decode()
+    if body.response_format == "url":
+        mime = MIME_TYPES[sniff_format(image) or body.output_format]
+        item = {"url": f"data:{mime};base64,{b64}"}
+    else:
+        item = {"b64_json": b64}
+    content = {"created": int(time.time()), "data": [item]}
+    return JSONResponse(content, headers=generated.headers)
+
+
+_UNSET_NATIVE = (
+    "negative_prompt", "aspect_ratio", "resolution", "quality", "cfg_scale", "steps", "seed",
+    "variants", "lora_strength", "style_preset", "style_references", "enable_web_search",
+    "enhance_prompt",
+)
+
+
+@router.get("/image/styles")
+async def image_styles() -> dict[str, Any]:
+    return {"data": list(STYLE_NAMES), "object": "list"}

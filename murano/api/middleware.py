@@ -1,0 +1,216 @@
+"""Pure-ASGI middleware: request ids and the per-request log line, body guards (415, 413),
+and gzip/br compression of JSON responses (never of images)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import brotli
+
+from murano import __version__
+from murano.metrics import Metrics
+
+__all__ = ["BodyGuard", "Compression", "RequestContext"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+access_log = logging.getLogger("murano.access")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class RequestContext:
+    """Gives every request an id (sent back as `CF-RAY`, Venice's request-id header, and
+    `x-request-id`), Venice's version headers, a metrics count, and one structured log
+    line with id, route, status, model, images and timings (never a prompt or a key)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        began = time.monotonic()
+        status = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"cf-ray", request_id.encode()),
+                    (b"x-request-id", request_id.encode()),
+                    (b"x-venice-version", f"murano-{__version__}".encode()),
+                    (b"x-venice-timestamp", str(int(time.time() * 1000)).encode()),
+                ]
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.responses.labels(path, str(status)).inc()
+            fields = {
+                "request_id": request_id,
+                "method": scope.get("method"),
+                "route": path,
+                "status": status,
+                "duration_ms": round((time.monotonic() - began) * 1000, 1),
+                **state.get("log_fields", {}),
+            }
+            access_log.info(json.dumps(fields, default=str))
+
+
+class BodyGuard:
+    """POSTs under /api/ must be JSON (415) and at most `max_bytes` long (413), checked
+    before the body is parsed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(
+            "/api/"
+        ):
+            await self.app(scope, receive, send)
+            return
+        content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            await _send_json(send, 415, {"error": "Invalid request content-type"})
+            return
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._too_large(send)
+            return
+        received = 0
+        too_large = False
+
+        async def guarded_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, guarded_receive, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        limit_kb = max(1, self.max_bytes // 1024)
+        await _send_json(
+            send,
+            413,
+            {
+                "code": "PAYLOAD_TOO_LARGE",
+                "error": f"Request body exceeds the maximum allowed size of {limit_kb} KB.",
+            },
+        )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Compression:
+    """Compresses `application/json` responses with br or gzip when the client accepts
+    them (br preferred, as Venice). Image bodies pass through untouched."""
+
+    minimum_size = 500
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        accepted = {
+            part.split(";")[0].strip().lower()
+            for part in (_header(scope, b"accept-encoding") or "").split(",")
+        }
+        encoding = "br" if "br" in accepted else "gzip" if "gzip" in accepted else None
+        if encoding is None:
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def buffering_send(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            if message["type"] != "http.response.body" or start is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            await send_compressed(start, b"".join(chunks))
+
+        async def send_compressed(start_message: Message, body: bytes) -> None:
+            headers = [(k, v) for k, v in start_message.get("headers", [])]
+            content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+            already = any(k.lower() == b"content-encoding" for k, _ in headers)
+            if (
+                content_type.startswith(b"application/json")
+                and not already
+                and len(body) >= self.minimum_size
+            ):
+                body = brotli.compress(body, quality=4) if encoding == "br" else gzip.compress(
+                    body, compresslevel=5
+                )
+                headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+                headers += [
+                    (b"content-encoding", encoding.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"vary", b"Accept-Encoding"),
+                ]
+            await send({**start_message, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, buffering_send)

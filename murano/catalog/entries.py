@@ -1,0 +1,153 @@
+"""Model entries: what a models TOML file says about each model, and the catalog of them.
+
+    default = "z-image-turbo"          # optional; else the entry with trait "default", else the first
+
+    [[models]]
+    id = "z-image-turbo"               # what clients send
+    source = "Tongyi-MAI/Z-Image-Turbo"   # hub repo id, local directory or single .safetensors file
+    family = "z-image"                 # optional: detected from model_index.json
+    revision = "main"                  # optional hub revision pin
+    dtype = "bfloat16"                 # optional: the family's default
+    device = "auto"                    # auto: cuda, then mps, then cpu
+    load = "start"                     # or "first-use"
+    [models.model_spec]                # Venice's model_spec field names
+    name = "Z-Image Turbo"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from murano.catalog.families import Family, get_family
+from murano.catalog.spec import Constraints, ModelSpec, StepsConstraint
+from murano.errors import ModelNotFound
+
+__all__ = ["Catalog", "LoraEntry", "ModelEntry", "load_models_file"]
+
+
+class LoraEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    weight_name: str | None = None
+    scale: float = Field(default=1.0, ge=0.0, le=2.0)
+    adapter_name: str | None = None
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    source: str
+    family: str
+    revision: str | None = None
+    dtype: str | None = None
+    device: str = "auto"
+    load: Literal["start", "first-use"] = "start"
+    cpu_offload: bool = False
+    # The default cfg_scale of this model (else its family's).
+    cfg_scale: float | None = None
+    # For a single-file source: a diffusers-format directory or repo with its configs.
+    config: str | None = None
+    created: int = 0
+    loras: list[LoraEntry] = Field(default_factory=list)
+    model_spec: ModelSpec
+
+    @property
+    def family_info(self) -> Family:
+        return get_family(self.family)
+
+    @property
+    def constraints(self) -> Constraints:
+        return self.model_spec.constraints
+
+
+def spec_for_family(family: Family, name: str, **overrides: Any) -> ModelSpec:
+    """A model_spec whose constraints are the family's defaults (for `--model ID=SOURCE`)."""
+    constraints = Constraints(
+        promptCharacterLimit=family.prompt_limit,
+        steps=StepsConstraint(default=family.default_steps, max=family.max_steps),
+        widthHeightDivisor=family.divisor,
+    )
+    return ModelSpec(name=name, constraints=constraints, **overrides)
+
+
+class Catalog:
+    """The models this server serves, by id, with one default."""
+
+    def __init__(self, entries: Iterable[ModelEntry], default: str | None = None) -> None:
+        self._entries: dict[str, ModelEntry] = {}
+        for entry in entries:
+            if entry.id in self._entries:
+                raise ValueError(f"model id {entry.id!r} is listed twice")
+            self._entries[entry.id] = entry
+        if not self._entries:
+            raise ValueError("the catalog has no models")
+        self.default_id = default or self._pick_default()
+        if self.default_id not in self._entries:
+            raise ValueError(f"default model {self.default_id!r} is not in the catalog")
+
+    def _pick_default(self) -> str:
+        for entry in self._entries.values():
+            if "default" in entry.model_spec.traits:
+                return entry.id
+        return next(iter(self._entries))
+
+    def __iter__(self) -> Iterator[ModelEntry]:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._entries
+
+    def get(self, model_id: str) -> ModelEntry:
+        try:
+            return self._entries[model_id]
+        except KeyError:
+            raise ModelNotFound(model_id) from None
+
+    @property
+    def default(self) -> ModelEntry:
+        return self._entries[self.default_id]
+
+    def traits(self) -> dict[str, str]:
+        """Venice's `/models/traits` map: trait → the first model that has it."""
+        found: dict[str, str] = {}
+        for entry in self._entries.values():
+            for trait in entry.model_spec.traits:
+                found.setdefault(trait, entry.id)
+        return found
+
+
+def load_models_file(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The raw `[[models]]` tables and the `default` id of a models TOML file. Entries
+    without a family are completed by the engine, which can read `model_index.json`."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"cannot read models file {path}: {exc}") from exc
+    models = data.get("models")
+    if not isinstance(models, list) or not models:
+        raise ValueError(f"models file {path} has no [[models]] entries")
+    default = data.get("default")
+    return models, default if isinstance(default, str) else None
+
+
+def build_entry(raw: dict[str, Any], *, family: str) -> ModelEntry:
+    """A validated entry; the family's defaults fill the constraints the file leaves out."""
+    info = get_family(family)
+    spec_raw = dict(raw.get("model_spec") or {})
+    spec_raw.setdefault("name", raw.get("id", ""))
+    base = spec_for_family(info, spec_raw["name"]).constraints.model_dump(exclude_none=True)
+    spec_raw["constraints"] = {**base, **(spec_raw.get("constraints") or {})}
+    try:
+        return ModelEntry.model_validate({**raw, "family": family, "model_spec": spec_raw})
+    except ValidationError as exc:
+        raise ValueError(f"model entry {raw.get('id')!r}: {exc}") from exc

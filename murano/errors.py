@@ -1,0 +1,138 @@
+"""murano's domain errors. They know nothing of HTTP: `murano.api.errors` maps each to
+Venice's status code and JSON body, and nothing else does.
+
+    MuranoError
+    ├── InvalidRequest            a value the model or the API cannot take (field, message)
+    │   └── UnsupportedFeature    a field this model cannot honour (field, model)
+    ├── ModelNotFound             no model with that id
+    ├── AuthenticationFailed      missing, unknown, revoked or expired credentials
+    ├── Forbidden                 valid credentials without the right (admin API)
+    ├── InsufficientBalance       the key's balance does not cover the request
+    ├── PaymentRequired           x402: pay first (carries the challenge)
+    ├── RateLimited               too many requests (or too many failures) for this key
+    ├── ModelAtCapacity           the model's queue is full
+    ├── ModelUnavailable          the model is offline or failed to load
+    ├── DeadlineExceeded          the job waited past its deadline before reaching the device
+    ├── JobCancelled              the client went away before the job started
+    └── InferenceFailed           the pipeline raised while generating
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "AuthenticationFailed",
+    "DeadlineExceeded",
+    "Forbidden",
+    "InferenceFailed",
+    "InsufficientBalance",
+    "InvalidRequest",
+    "JobCancelled",
+    "ModelAtCapacity",
+    "ModelNotFound",
+    "ModelUnavailable",
+    "MuranoError",
+    "PaymentRequired",
+    "RateLimited",
+    "UnsupportedFeature",
+]
+
+
+class MuranoError(Exception):
+    """Base of every error murano raises on purpose. `headers` travel to the response."""
+
+    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+class InvalidRequest(MuranoError):
+    """A request value that is well-formed but not allowed; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnsupportedFeature(InvalidRequest):
+    """A documented field that this model cannot honour."""
+
+    def __init__(self, field: str, model: str, message: str | None = None) -> None:
+        super().__init__(field, message or f"Model '{model}' does not support '{field}'.")
+        self.model = model
+
+
+class ModelNotFound(MuranoError):
+    def __init__(self, model: str) -> None:
+        super().__init__("Specified model not found")
+        self.model = model
+
+
+class AuthenticationFailed(MuranoError):
+    def __init__(self, message: str = "Authentication failed") -> None:
+        super().__init__(message)
+
+
+class Forbidden(MuranoError):
+    def __init__(self, message: str = "Unauthorized access") -> None:
+        super().__init__(message)
+
+
+class InsufficientBalance(MuranoError):
+    def __init__(self, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(
+            "Insufficient USD or Diem balance to complete request. "
+            "Visit https://venice.ai/settings/api to add credits.",
+            headers=headers,
+        )
+
+
+class PaymentRequired(MuranoError):
+    """x402: the body and headers of the 402 are prepared by the payments layer."""
+
+    def __init__(self, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(str(body.get("error", "Payment required")), headers=headers)
+        self.body: dict[str, Any] = dict(body)
+
+
+class RateLimited(MuranoError):
+    def __init__(
+        self, message: str = "Rate limit exceeded", *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message, headers=headers)
+
+
+class ModelAtCapacity(MuranoError):
+    def __init__(self, model: str, retry_after_s: int = 5) -> None:
+        super().__init__(
+            "The model is at capacity. Please try again later.",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+        self.model = model
+
+
+class ModelUnavailable(MuranoError):
+    def __init__(self, model: str, reason: str = "") -> None:
+        super().__init__("The model is temporarily offline. Please try again later.")
+        self.model = model
+        self.reason = reason
+
+
+class DeadlineExceeded(MuranoError):
+    def __init__(self, waited_ms: float) -> None:
+        super().__init__("The request timed out before the model could start it.")
+        self.waited_ms = waited_ms
+
+
+class JobCancelled(MuranoError):
+    def __init__(self) -> None:
+        super().__init__("The request was cancelled.")
+
+
+class InferenceFailed(MuranoError):
+    def __init__(self, cause: str = "") -> None:
+        super().__init__("Inference processing failed")
+        self.cause = cause

@@ -1,0 +1,56 @@
+"""What happens to each generated image between the device and the response, in order:
+safety blur (when flagged), watermark, metadata, encoding. Runs on the post-processing
+thread pool; pure apart from the CPU time it takes."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL.Image import Image
+
+from murano.imaging.blur import blur
+from murano.imaging.encode import ImageFormat, encode
+from murano.imaging.metadata import ImageMetadata
+from murano.imaging.watermark import apply_visible_mark, apply_watermark
+
+__all__ = ["OutputOptions", "Rendered", "render"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutputOptions:
+    fmt: ImageFormat
+    watermark: bool
+    visible_mark: str | None = None
+    # The first image's metadata; image i gets seed + i.
+    metadata: ImageMetadata | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    images: list[bytes]
+    blurred: bool
+    # False when safe mode was asked for but no classifier looked at the images.
+    checked: bool
+
+
+def render(
+    images: Sequence[Image], flags: Sequence[bool] | None, options: OutputOptions
+) -> Rendered:
+    out: list[bytes] = []
+    blurred = False
+    for i, image in enumerate(images):
+        flagged = bool(flags and flags[i])
+        if flagged:
+            image, blurred = blur(image), True
+        elif options.watermark:
+            # Like Venice, images classified as adult content are not watermarked.
+            image = apply_watermark(image)
+        if options.visible_mark and not flagged:
+            image = apply_visible_mark(image, options.visible_mark)
+        metadata = options.metadata
+        if metadata is not None:
+            metadata = dataclasses.replace(metadata, seed=metadata.seed + i)
+        out.append(encode(image, options.fmt, metadata=metadata))
+    return Rendered(out, blurred, checked=flags is not None)

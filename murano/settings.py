@@ -1,0 +1,73 @@
+"""Every setting murano has. Each is a `MURANO_*` environment variable (`MURANO_PORT`, …);
+the CLI's flags override them. Built by the CLI or the test, never at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MURANO_", extra="ignore")
+
+    # Server
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("~/.local/share/murano").expanduser()
+    models_file: Path | None = None
+    # `--model ID=SOURCE`, repeatable; served next to (or instead of) the models file.
+    model_sources: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_body_bytes: int = 1_048_576
+    log_level: str = "info"
+
+    # Auth: keys from settings (comma-separated in MURANO_API_KEYS) unless a database is used.
+    auth: bool = True
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    accounts_backend: Literal["static", "sql"] = "sql"
+    database_url: str | None = None
+    redis_url: str | None = None
+    default_rpm: int = 20
+    failure_budget: int = 20
+    failure_window_s: int = 30
+
+    # Engine
+    device: str = "auto"
+    max_batch_images: int = 8
+    batch_wait_ms: float = 0.0
+    max_queue: int = 64
+    request_timeout_s: float = 300.0
+    postprocess_threads: int = 2
+    max_resident_models: int = 2
+
+    # Post-processing (safety, watermark, metadata)
+    safety_classifier: str | None = None
+    safety_threshold: float = 0.5
+    blocked_terms: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    watermark: bool = True
+    allow_hide_watermark: bool = True
+    visible_watermark: str | None = None
+
+    # x402 payments
+    x402_pay_to: str | None = None
+    x402_networks: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["eip155:8453"])
+    x402_asset: str | None = None
+    x402_facilitator_url: str = "https://x402.org/facilitator"
+
+    _csv = field_validator(
+        "api_keys", "model_sources", "blocked_terms", "x402_networks", mode="before"
+    )(_split_csv)
+
+    @property
+    def default_model_dir(self) -> Path:
+        return self.data_dir / "models" / "murano-tiny-sd"
