@@ -93,7 +93,9 @@ class InsufficientBalance(MuranoError):
 class PaymentRequired(MuranoError):
     """x402: the body and headers of the 402 are prepared by the payments layer."""
 
-    def __init__(self, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(str(body.get("error", "Payment required")), headers=headers)
         self.body: dict[str, Any] = dict(body)
 

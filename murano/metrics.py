@@ -24,16 +24,20 @@ class Metrics:
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
             registry=r,
         )
-        self.images = Counter(
-            "murano_images_generated", "Images generated", ["model"], registry=r
-        )
+        self.images = Counter("murano_images_generated", "Images generated", ["model"], registry=r)
         self.queue_seconds = Histogram(
-            "murano_queue_seconds", "Time jobs wait in the queue", ["model"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "murano_queue_seconds",
+            "Time jobs wait in the queue",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.inference_seconds = Histogram(
-            "murano_inference_seconds", "Pipeline time per batch", ["model"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "murano_inference_seconds",
+            "Pipeline time per batch",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.postprocess_seconds = Histogram(
             "murano_postprocess_seconds",
@@ -43,7 +47,9 @@ class Metrics:
             registry=r,
         )
         self.responses = Counter(
-            "murano_responses", "HTTP responses by route and status", ["route", "status"],
+            "murano_responses",
+            "HTTP responses by route and status",
+            ["route", "status"],
             registry=r,
         )
         self.model_loaded = Gauge(

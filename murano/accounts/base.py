@@ -15,6 +15,7 @@ settings-based one here, the SQL one, the in-memory test twin) keeps these seman
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
@@ -72,6 +73,9 @@ class Admission:
     reservation_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     settled: bool = False
+    # Set by the payments layer (x402): settles this admission instead of the accounts
+    # ledger, and may add headers (PAYMENT-RESPONSE) to `headers` before the response.
+    settle_hook: Callable[[Outcome], Awaitable[None]] | None = None
 
 
 @runtime_checkable

@@ -153,7 +153,9 @@ def validation_details(
         names = ", ".join(f"'{name}'" for name in dict.fromkeys(unknown))
         message = f"Unrecognized key(s) in object: {names}"
         tree["_errors"].append(message)
-        issues.append({"code": "unrecognized_keys", "keys": unknown, "path": [], "message": message})
+        issues.append(
+            {"code": "unrecognized_keys", "keys": unknown, "path": [], "message": message}
+        )
         summaries.insert(0, message)
     return "; ".join(dict.fromkeys(summaries)) or "Invalid request parameters", tree, issues
 

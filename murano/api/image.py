@@ -42,7 +42,9 @@ async def generate_image(
             "inpaint", "inpaint is deprecated and was disabled on May 19th, 2025; omit it."
         )
     if body.return_binary and (body.variants or 1) > 1:
-        raise InvalidRequest("variants", "variants > 1 is only supported when return_binary is false.")
+        raise InvalidRequest(
+            "variants", "variants > 1 is only supported when return_binary is false."
+        )
     params = service.resolve(body.model, body, max_side=MAX_SIDE)
     _log(request, params, None)
     output = OutputRequest(
@@ -106,7 +108,6 @@ async def openai_generations(
         height=size[1] if size else None,
         format=body.output_format,
         safe_mode=body.moderation != "low",
-        **{name: None for name in _UNSET_NATIVE},
     )
     params = service.resolve(model, native, max_side=OPENAI_MAX_SIDE)
     _log(request, params, None)
@@ -134,13 +135,6 @@ async def openai_generations(
         item = {"b64_json": b64}
     content = {"created": int(time.time()), "data": [item]}
     return JSONResponse(content, headers=generated.headers)
-
-
-_UNSET_NATIVE = (
-    "negative_prompt", "aspect_ratio", "resolution", "quality", "cfg_scale", "steps", "seed",
-    "variants", "lora_strength", "style_preset", "style_references", "enable_web_search",
-    "enhance_prompt",
-)
 
 
 @router.get("/image/styles")

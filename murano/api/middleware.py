@@ -108,8 +108,10 @@ class BodyGuard:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(
-            "/api/"
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not scope["path"].startswith("/api/")
         ):
             await self.app(scope, receive, send)
             return
@@ -201,8 +203,10 @@ class Compression:
                 and not already
                 and len(body) >= self.minimum_size
             ):
-                body = brotli.compress(body, quality=4) if encoding == "br" else gzip.compress(
-                    body, compresslevel=5
+                body = (
+                    brotli.compress(body, quality=4)
+                    if encoding == "br"
+                    else gzip.compress(body, compresslevel=5)
                 )
                 headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
                 headers += [

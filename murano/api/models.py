@@ -51,12 +51,8 @@ async def list_models(request: Request, type: str = Query("text")) -> dict[str, 
 
 
 @router.get("/models/traits")
-async def model_traits(
-    request: Request, type: str = Query("text")
-) -> dict[str, Any]:
+async def model_traits(request: Request, type: str = Query("text")) -> dict[str, Any]:
     kind = _check_type(type, MODEL_TYPES)
     engine: Engine = request.app.state.engine
     data = engine.catalog.traits() if kind == "image" else {}
     return {"data": data, "object": "list", "type": kind}
-
-

@@ -9,10 +9,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 __all__ = [
+    "OPENAI_SIZES",
     "GenerateImageRequest",
     "ImageFormat",
     "OpenAIImageRequest",
-    "OPENAI_SIZES",
     "StyleReference",
 ]
 
@@ -80,8 +80,14 @@ class OpenAIImageRequest(_Strict):
     n: Annotated[StrictInt, Field(ge=1, le=1)] | None = 1
     size: (
         Literal[
-            "auto", "256x256", "512x512", "1024x1024", "1536x1024", "1024x1536",
-            "1792x1024", "1024x1792",
+            "auto",
+            "256x256",
+            "512x512",
+            "1024x1024",
+            "1536x1024",
+            "1024x1536",
+            "1792x1024",
+            "1024x1792",
         ]
         | None
     ) = "auto"

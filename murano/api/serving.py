@@ -145,6 +145,11 @@ class ImageService:
         return await self.accounts.admit(principal, charge)
 
     async def _settle(self, admission: Admission, outcome: Outcome, timings: JobTimings) -> None:
+        if admission.settle_hook is not None:
+            # x402: a payment that cannot be settled must not buy the images, so errors
+            # from the hook reach the client instead of being logged away.
+            await asyncio.shield(admission.settle_hook(outcome))
+            return
         try:
             await asyncio.shield(
                 self.accounts.settle(admission, outcome, timings_ms=timings.as_venice())
@@ -210,9 +215,7 @@ class ImageService:
         else:
             black = blacked_out(params.width, params.height)
             images = [encode(black, output.fmt)] * params.images
-        timings.enqueued = timings.started = timings.generated = timings.finished = (
-            time.monotonic()
-        )
+        timings.enqueued = timings.started = timings.generated = timings.finished = time.monotonic()
         rendered = Rendered(images, blurred=False, checked=True)
         return Generated(entry, params, rendered, timings, admission, content_violation=True)
 

@@ -89,7 +89,7 @@ def size_for_aspect_ratio(ratio: str, tier: str, divisor: int) -> tuple[int, int
 
 
 def _round_to(value: float, divisor: int) -> int:
-    return max(divisor, int(round(value / divisor)) * divisor)
+    return max(divisor, round(value / divisor) * divisor)
 
 
 def random_seed() -> int:
@@ -171,9 +171,7 @@ def _check_features(entry: ModelEntry, request: ImageRequest) -> None:
         )
 
 
-def _size(
-    entry: ModelEntry, request: ImageRequest, max_side: int
-) -> tuple[int, int, str | None]:
+def _size(entry: ModelEntry, request: ImageRequest, max_side: int) -> tuple[int, int, str | None]:
     constraints = entry.constraints
     if constraints.aspectRatios:
         return _size_by_ratio(entry, request)
@@ -228,7 +226,5 @@ def _size_by_ratio(entry: ModelEntry, request: ImageRequest) -> tuple[int, int, 
                 "resolution",
                 f"resolution must be one of {', '.join(tiers)} for model '{entry.id}'.",
             )
-    width, height = size_for_aspect_ratio(
-        ratio, tier.upper(), constraints.widthHeightDivisor
-    )
+    width, height = size_for_aspect_ratio(ratio, tier.upper(), constraints.widthHeightDivisor)
     return width, height, tier if tiers is not None else None

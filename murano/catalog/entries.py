@@ -1,17 +1,17 @@
 """Model entries: what a models TOML file says about each model, and the catalog of them.
 
-    default = "z-image-turbo"          # optional; else the entry with trait "default", else the first
+default = "z-image-turbo"          # optional; else the entry with trait "default", else the first
 
-    [[models]]
-    id = "z-image-turbo"               # what clients send
-    source = "Tongyi-MAI/Z-Image-Turbo"   # hub repo id, local directory or single .safetensors file
-    family = "z-image"                 # optional: detected from model_index.json
-    revision = "main"                  # optional hub revision pin
-    dtype = "bfloat16"                 # optional: the family's default
-    device = "auto"                    # auto: cuda, then mps, then cpu
-    load = "start"                     # or "first-use"
-    [models.model_spec]                # Venice's model_spec field names
-    name = "Z-Image Turbo"
+[[models]]
+id = "z-image-turbo"               # what clients send
+source = "Tongyi-MAI/Z-Image-Turbo"   # hub repo id, local directory or single .safetensors file
+family = "z-image"                 # optional: detected from model_index.json
+revision = "main"                  # optional hub revision pin
+dtype = "bfloat16"                 # optional: the family's default
+device = "auto"                    # auto: cuda, then mps, then cpu
+load = "start"                     # or "first-use"
+[models.model_spec]                # Venice's model_spec field names
+name = "Z-Image Turbo"
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ nothing of HTTP or accounts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -88,10 +89,8 @@ class Engine:
         """Load the models marked `load = "start"`; a failure is logged, not raised."""
         for entry in self.catalog:
             if entry.load == "start" and self._resident_count() < self._max_resident:
-                try:
+                with contextlib.suppress(ModelUnavailable):
                     await self.ensure_loaded(entry.id)
-                except ModelUnavailable:
-                    pass
 
     async def close(self) -> None:
         for queue in self._queues.values():

@@ -1,0 +1,83 @@
+"""`murano serve`: run the API server (uvicorn) on the configured models."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="run the API server",
+        description="Run the Venice-compatible API server. Every option is also a MURANO_* "
+        "environment variable (MURANO_HOST, MURANO_PORT, ...).",
+    )
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8000)")
+    parser.add_argument("--models", type=Path, dest="models_file", help="models TOML file")
+    parser.add_argument(
+        "--model",
+        action="append",
+        dest="model_sources",
+        metavar="ID=SOURCE",
+        help="serve a model without a models file (repeatable); SOURCE is a hub repo id, "
+        "a local directory or a .safetensors file",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="where the embedded model and the key database live"
+    )
+    parser.add_argument("--database-url", help="PostgreSQL URL for keys and balances")
+    parser.add_argument("--redis-url", help="Redis URL for shared rate limits")
+    parser.add_argument(
+        "--no-auth", action="store_true", help="turn API-key checks off (local use only)"
+    )
+    parser.add_argument("--log-level", help="debug, info, warning, error")
+    parser.set_defaults(func=_serve)
+
+
+def _settings_from(args: argparse.Namespace) -> Any:
+    from murano.settings import Settings
+
+    overrides: dict[str, Any] = {
+        name: value
+        for name in (
+            "host",
+            "port",
+            "models_file",
+            "model_sources",
+            "data_dir",
+            "database_url",
+            "redis_url",
+            "log_level",
+        )
+        if (value := getattr(args, name, None)) is not None
+    }
+    if args.no_auth:
+        overrides["auth"] = False
+    return Settings(**overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from murano.app import create_app
+
+    settings = _settings_from(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0

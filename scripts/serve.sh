@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Command 1 of the README: install murano and start the server on the embedded model,
+# on 127.0.0.1:8000. Extra arguments go to `murano serve` (e.g. --no-auth, --port 9000).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
+export HF_HUB_DISABLE_TELEMETRY=1
+exec "$VENV/bin/murano" serve "$@"

@@ -1,0 +1,143 @@
+"""Shared fixtures: an app on fake parts (FakeBackend engine, in-memory accounts) driven by
+httpx through ASGI, with its lifespan running."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from murano.accounts.base import Accounts
+from murano.app import create_app
+from murano.catalog.entries import Catalog, ModelEntry
+from murano.engine.engine import Engine
+from murano.engine.fake import FakeBackend
+from murano.engine.scheduler import Inspector, SchedulerConfig
+from murano.settings import Settings
+
+API_KEY = "test-key-0123456789"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def entry(model_id: str, **overrides: Any) -> ModelEntry:
+    spec: dict[str, Any] = {
+        "name": f"Test {model_id}",
+        "traits": [],
+        "constraints": {
+            "promptCharacterLimit": 200,
+            "steps": {"default": 4, "max": 20},
+            "widthHeightDivisor": 8,
+        },
+        "pricing": {"generation": {"usd": 0.01, "diem": 0.01}},
+    }
+    spec.update(overrides.pop("model_spec", {}))
+    raw = {"id": model_id, "source": f"/nonexistent/{model_id}", "family": "sd", **overrides}
+    return ModelEntry.model_validate({**raw, "model_spec": spec})
+
+
+def test_catalog() -> Catalog:
+    return Catalog(
+        [
+            entry("test-model", model_spec={"traits": ["default", "fastest"]}),
+            entry(
+                "ratio-model",
+                load="first-use",
+                model_spec={
+                    "constraints": {
+                        "promptCharacterLimit": 200,
+                        "steps": {"default": 4, "max": 20},
+                        "widthHeightDivisor": 16,
+                        "aspectRatios": ["1:1", "16:9", "9:16"],
+                        "defaultAspectRatio": "1:1",
+                        "resolutions": ["1K", "2K"],
+                        "defaultResolution": "1K",
+                    },
+                    "pricing": {
+                        "resolutions": {
+                            "1K": {"usd": 0.02, "diem": 0.02},
+                            "2K": {"usd": 0.05, "diem": 0.05},
+                        }
+                    },
+                },
+            ),
+            entry("guidance-model", family="flux2", load="first-use"),
+        ],
+        "test-model",
+    )
+
+
+class FakeEngineParts:
+    """The backends the fake engine made, by model id, for assertions."""
+
+    def __init__(self) -> None:
+        self.backends: dict[str, FakeBackend] = {}
+        self.fail_load: set[str] = set()
+
+    def factory(self, model: ModelEntry) -> FakeBackend:
+        if model.id in self.fail_load:
+            raise OSError(f"weights for {model.id} are missing")
+        backend = self.backends.setdefault(model.id, FakeBackend(model.id))
+        return backend
+
+
+@pytest.fixture
+def parts() -> FakeEngineParts:
+    return FakeEngineParts()
+
+
+def fake_engine(
+    parts: FakeEngineParts,
+    *,
+    config: SchedulerConfig | None = None,
+    inspector: Inspector | None = None,
+    catalog: Catalog | None = None,
+) -> Engine:
+    return Engine(catalog or test_catalog(), parts.factory, config=config, inspector=inspector)
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "api_keys": [API_KEY],
+        "accounts_backend": "static",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+AppFactory = Callable[..., Any]
+
+
+@asynccontextmanager
+async def running(
+    settings: Settings,
+    engine: Engine,
+    accounts: Accounts | None = None,
+    **kwargs: Any,
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, engine=engine, accounts=accounts, **kwargs)
+    async with app.router.lifespan_context(app):
+        await engine.ensure_loaded(engine.catalog.default_id)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://murano.test") as c:
+            c.app = app  # type: ignore[attr-defined]
+            yield c
+
+
+@pytest.fixture
+async def client(tmp_path: Path, parts: FakeEngineParts) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(make_settings(tmp_path), fake_engine(parts)) as c:
+        yield c
+
+
+def price(value: str) -> Decimal:
+    return Decimal(value)
