@@ -1,0 +1,62 @@
+"""API keys, balances and rate limits, as Venice enforces them.
+
+    Accounts (base.py)             the protocol the API layer calls
+    ├── SqlAccounts                keys and ledger in SQLite or PostgreSQL (ledger.py, sql.py)
+    ├── MemoryAccounts             the same in memory, for tests (ledger.py, store.py)
+    ├── StaticKeyAccounts          keys from settings, unlimited (static.py)
+    └── OpenAccounts               --no-auth: everyone is anonymous (static.py)
+
+    RateLimiter (ratelimit.py)     fixed-window counters: MemoryRateLimiter, RedisRateLimiter
+    KeyManager, LimitReporter      what the admin API and CLI use (management.py)
+
+`build_accounts(settings)` picks one; nothing here touches a database at import.
+"""
+
+from murano.accounts.base import Accounts, Admission, Charge, Outcome, Principal
+from murano.accounts.factory import build_accounts, build_limiter
+from murano.accounts.ledger import BALANCE_HEADER, LedgerAccounts, MemoryAccounts, SqlAccounts
+from murano.accounts.management import KeyManager, LimitReporter, LimitStatus, ModelLimit
+from murano.accounts.ratelimit import MemoryRateLimiter, RateLimiter, Window
+from murano.accounts.records import (
+    AmbiguousKey,
+    ApiKey,
+    CreatedKey,
+    KeyNotFound,
+    UsageRecord,
+)
+from murano.accounts.redis_limiter import RedisRateLimiter
+from murano.accounts.sql import SqlStore
+from murano.accounts.static import OpenAccounts, StaticKeyAccounts
+from murano.accounts.store import KeyStore, MemoryStore
+
+__all__ = [
+    "BALANCE_HEADER",
+    "Accounts",
+    "Admission",
+    "AmbiguousKey",
+    "ApiKey",
+    "Charge",
+    "CreatedKey",
+    "KeyManager",
+    "KeyNotFound",
+    "KeyStore",
+    "LedgerAccounts",
+    "LimitReporter",
+    "LimitStatus",
+    "MemoryAccounts",
+    "MemoryRateLimiter",
+    "MemoryStore",
+    "ModelLimit",
+    "OpenAccounts",
+    "Outcome",
+    "Principal",
+    "RateLimiter",
+    "RedisRateLimiter",
+    "SqlAccounts",
+    "SqlStore",
+    "StaticKeyAccounts",
+    "UsageRecord",
+    "Window",
+    "build_accounts",
+    "build_limiter",
+]

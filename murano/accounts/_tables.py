@@ -1,0 +1,101 @@
+"""The tables `SqlStore` queries, as SQLAlchemy Core. The schema itself is created and
+changed only by the Alembic revisions in `migrations/versions/`; these definitions must
+match the head revision (a test compares them).
+
+Money columns are integer micro-USD (see `_money`); times are UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["api_keys", "metadata", "reservations", "usage_records"]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out. SQLite keeps no zone, so values are stored there
+    as naive UTC (which also keeps its text comparisons in time order)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(32), nullable=False, index=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("is_admin", Boolean, nullable=False),
+    Column("balance_micros", BigInteger, nullable=True),
+    Column("reserved_micros", BigInteger, nullable=False),
+    Column("rpm", Integer, nullable=True),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=True),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("key_id", String(36), ForeignKey("api_keys.id"), nullable=False, index=True),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("images", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("settled_at", UTCDateTime, nullable=True),
+    Index("ix_reservations_state_created_at", "state", "created_at"),
+)
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("key_id", String(36), ForeignKey("api_keys.id"), nullable=False),
+    Column("reservation_id", String(36), nullable=True),
+    Column("model", String(200), nullable=False),
+    Column("images", Integer, nullable=False),
+    Column("charged_micros", BigInteger, nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("timings_ms", JSON, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_usage_records_key_id_created_at", "key_id", "created_at"),
+)

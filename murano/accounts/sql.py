@@ -1,0 +1,391 @@
+"""`KeyStore` on SQLAlchemy's asyncio engine: SQLite (aiosqlite) by default, PostgreSQL
+(asyncpg) when a database URL is configured.
+
+Overspending is impossible by construction: a reservation is one conditional
+`UPDATE api_keys SET reserved = reserved + :amount WHERE id = :id AND
+(balance IS NULL OR balance - reserved >= :amount)`. PostgreSQL re-checks the condition
+on the latest row version after waiting for a concurrent writer's row lock; SQLite runs
+one writer at a time (waiting up to `busy_timeout` for another process, and behind an
+in-process lock so that a server's own writers queue instead of polling). Settling is
+`UPDATE reservations SET state = ... WHERE id = :id AND state = 'pending'`, so only the
+first settle of a reservation moves any money.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager, nullcontext
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import Row, event, func, insert, or_, select, update
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from murano.accounts import migrate
+from murano.accounts._keygen import generate_key, hash_key, key_prefix, verify
+from murano.accounts._money import from_micros, to_micros
+from murano.accounts._tables import api_keys, reservations, usage_records
+from murano.accounts.base import Outcome
+from murano.accounts.records import (
+    AmbiguousKey,
+    ApiKey,
+    CreatedKey,
+    KeyNotFound,
+    Reservation,
+    UsageRecord,
+)
+from murano.accounts.store import check_new_key, check_top_up, utcnow
+
+__all__ = ["SqlStore", "normalize_url", "sqlite_url"]
+
+_ASYNC_DRIVERS = (
+    ("postgresql://", "postgresql+asyncpg://"),
+    ("postgres://", "postgresql+asyncpg://"),
+    ("sqlite://", "sqlite+aiosqlite://"),
+)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Every column but the hash, which leaves the database only to be compared.
+_KEY_COLUMNS = [c for c in api_keys.c if c.name != "key_hash"]
+
+
+def normalize_url(url: str) -> str:
+    """The asyncio driver for plain `postgresql://` / `postgres://` / `sqlite://` URLs;
+    URLs naming a driver are kept as given."""
+    for plain, async_url in _ASYNC_DRIVERS:
+        if url.startswith(plain):
+            return async_url + url[len(plain) :]
+    return url
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The default database: `<data_dir>/murano.db`."""
+    return f"sqlite+aiosqlite:///{data_dir.expanduser() / 'murano.db'}"
+
+
+class SqlStore:
+    """Keys and the ledger in a SQL database. `schema` (PostgreSQL only) puts murano's
+    tables in that schema instead of the user's default one."""
+
+    def __init__(self, url: str, *, schema: str | None = None) -> None:
+        self.url: URL = make_url(normalize_url(url))
+        self._sqlite = self.url.get_backend_name() == "sqlite"
+        self._engine = self._create_engine(schema)
+        # SQLite has a single writer anyway; queueing here beats polling its file lock.
+        self._write_lock = asyncio.Lock() if self._sqlite else None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
+    def display_url(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+    async def start(self) -> None:
+        if self._sqlite and self.url.database not in (None, "", ":memory:"):
+            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+        await migrate.upgrade(self._engine)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def create_key(
+        self,
+        *,
+        name: str,
+        is_admin: bool = False,
+        balance_usd: Decimal | None = None,
+        rpm: int | None = None,
+        expires_at: datetime | None = None,
+        secret: str | None = None,
+    ) -> CreatedKey:
+        now = utcnow()
+        check_new_key(name, balance_usd, rpm, expires_at, now)
+        secret = secret or generate_key()
+        values = {
+            "id": str(uuid4()),
+            "name": name,
+            "prefix": key_prefix(secret),
+            "key_hash": hash_key(secret),
+            "is_admin": is_admin,
+            "balance_micros": None if balance_usd is None else to_micros(balance_usd),
+            "reserved_micros": 0,
+            "rpm": rpm,
+            "expires_at": expires_at,
+            "created_at": now,
+        }
+        try:
+            async with self._writing() as conn:
+                row = (
+                    await conn.execute(insert(api_keys).values(values).returning(*_KEY_COLUMNS))
+                ).one()
+        except IntegrityError:
+            raise ValueError("a key with this secret already exists") from None
+        return CreatedKey(_to_key(row), secret)
+
+    async def find_by_secret(self, secret: str) -> ApiKey | None:
+        query = select(api_keys).where(api_keys.c.prefix == key_prefix(secret))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        for row in rows:
+            if verify(secret, row.key_hash):
+                return _to_key(row)
+        return None
+
+    async def get_key(self, ref: str) -> ApiKey:
+        async with self._engine.connect() as conn:
+            return await _resolve(conn, ref)
+
+    async def list_keys(self) -> list[ApiKey]:
+        query = select(*_KEY_COLUMNS).order_by(api_keys.c.created_at, api_keys.c.id)
+        async with self._engine.connect() as conn:
+            return [_to_key(row) for row in await conn.execute(query)]
+
+    async def count_keys(self) -> int:
+        async with self._engine.connect() as conn:
+            count = await conn.scalar(select(func.count()).select_from(api_keys))
+        return int(count or 0)
+
+    async def revoke_key(self, ref: str) -> ApiKey:
+        async with self._writing() as conn:
+            key = await _resolve(conn, ref)
+            query = (
+                update(api_keys)
+                .where(api_keys.c.id == key.id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+            await conn.execute(query)
+            return await _resolve(conn, key.id)
+
+    async def top_up(self, ref: str, usd: Decimal) -> ApiKey:
+        micros = check_top_up(usd)
+        async with self._writing() as conn:
+            key = await _resolve(conn, ref)
+            if key.revoked_at is not None:
+                raise ValueError(f"key {key.prefix} is revoked")
+            if key.balance_usd is None:
+                raise ValueError(f"key {key.prefix} has an unlimited balance")
+            query = (
+                update(api_keys)
+                .where(api_keys.c.id == key.id)
+                .values(balance_micros=api_keys.c.balance_micros + micros)
+                .returning(*_KEY_COLUMNS)
+            )
+            return _to_key((await conn.execute(query)).one())
+
+    async def reserve(
+        self, key_id: str, model: str, images: int, amount_usd: Decimal
+    ) -> Reservation:
+        amount = to_micros(amount_usd, round_up=True)
+        now = utcnow()
+        balance, reserved = api_keys.c.balance_micros, api_keys.c.reserved_micros
+        hold = (
+            update(api_keys)
+            .where(
+                api_keys.c.id == key_id,
+                api_keys.c.revoked_at.is_(None),
+                or_(balance.is_(None), balance - reserved >= amount),
+            )
+            .values(reserved_micros=reserved + amount, last_used_at=now)
+            .returning(balance, reserved)
+        )
+        async with self._writing() as conn:
+            held = (await conn.execute(hold)).first()
+            if held is None:
+                return await _refusal(conn, key_id)
+            reservation_id = str(uuid4())
+            row = {
+                "id": reservation_id,
+                "key_id": key_id,
+                "amount_micros": amount,
+                "model": model,
+                "images": images,
+                "state": "pending",
+                "created_at": now,
+            }
+            await conn.execute(insert(reservations).values(row))
+        before = (
+            None
+            if held.balance_micros is None
+            else held.balance_micros - held.reserved_micros + amount
+        )
+        return Reservation(reservation_id, None if before is None else from_micros(before))
+
+    async def settle(
+        self, reservation_id: str, outcome: Outcome, timings_ms: Mapping[str, float] | None
+    ) -> bool:
+        commit = outcome is Outcome.DELIVERED
+        now = utcnow()
+        close = (
+            update(reservations)
+            .where(reservations.c.id == reservation_id, reservations.c.state == "pending")
+            .values(state="committed" if commit else "released", settled_at=now)
+            .returning(
+                reservations.c.key_id,
+                reservations.c.amount_micros,
+                reservations.c.model,
+                reservations.c.images,
+            )
+        )
+        async with self._writing() as conn:
+            held = (await conn.execute(close)).first()
+            if held is None:
+                return False
+            amount = held.amount_micros
+            values: dict[str, Any] = {"reserved_micros": api_keys.c.reserved_micros - amount}
+            if commit:
+                # NULL (unlimited) stays NULL: NULL - x is NULL.
+                values["balance_micros"] = api_keys.c.balance_micros - amount
+            await conn.execute(update(api_keys).where(api_keys.c.id == held.key_id).values(values))
+            record = {
+                "key_id": held.key_id,
+                "reservation_id": reservation_id,
+                "model": held.model,
+                "images": held.images,
+                "charged_micros": amount if commit else 0,
+                "outcome": outcome.value,
+                "timings_ms": dict(timings_ms) if timings_ms else None,
+                "created_at": now,
+            }
+            await conn.execute(insert(usage_records).values(record))
+        return True
+
+    async def release_pending(
+        self, *, older_than: datetime | None = None, key_id: str | None = None
+    ) -> int:
+        conditions = [reservations.c.state == "pending"]
+        if older_than is not None:
+            conditions.append(reservations.c.created_at < older_than)
+        if key_id is not None:
+            conditions.append(reservations.c.key_id == key_id)
+        release = (
+            update(reservations)
+            .where(*conditions)
+            .values(state="released", settled_at=utcnow())
+            .returning(reservations.c.key_id, reservations.c.amount_micros)
+        )
+        async with self._writing() as conn:
+            rows = (await conn.execute(release)).all()
+            for held_by, amount in sorted(_totals(rows).items()):
+                unhold = (
+                    update(api_keys)
+                    .where(api_keys.c.id == held_by)
+                    .values(reserved_micros=api_keys.c.reserved_micros - amount)
+                )
+                await conn.execute(unhold)
+        return len(rows)
+
+    async def list_usage(self, *, key_id: str | None = None, limit: int = 100) -> list[UsageRecord]:
+        query = (
+            select(usage_records, api_keys.c.name, api_keys.c.prefix)
+            .join(api_keys, api_keys.c.id == usage_records.c.key_id)
+            .order_by(usage_records.c.id.desc())
+            .limit(limit)
+        )
+        if key_id is not None:
+            query = query.where(usage_records.c.key_id == key_id)
+        async with self._engine.connect() as conn:
+            return [_to_usage(row) for row in await conn.execute(query)]
+
+    def _create_engine(self, schema: str | None) -> AsyncEngine:
+        options: dict[str, Any] = {}
+        if schema is not None:
+            if self.url.get_backend_name() != "postgresql":
+                raise ValueError("a schema can only be given for a PostgreSQL database")
+            if not _IDENTIFIER.fullmatch(schema):
+                raise ValueError(f"schema must be a plain SQL identifier, got {schema!r}")
+            options["connect_args"] = {"server_settings": {"search_path": schema}}
+        if self._sqlite and self.url.database in (None, "", ":memory:"):
+            # One shared connection, or every connection would see its own empty database.
+            options["poolclass"] = StaticPool
+        engine = create_async_engine(self.url, pool_pre_ping=not self._sqlite, **options)
+        if self._sqlite:
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        async with self._write_lock or nullcontext(), self._engine.begin() as conn:
+            yield conn
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (and a CLI run) go on while the server writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+async def _resolve(conn: AsyncConnection, ref: str) -> ApiKey:
+    query = select(*_KEY_COLUMNS).where(or_(api_keys.c.id == ref, api_keys.c.prefix == ref))
+    rows = (await conn.execute(query)).all()
+    exact = [row for row in rows if row.id == ref]
+    if exact:
+        return _to_key(exact[0])
+    if len(rows) > 1:
+        raise AmbiguousKey(ref)
+    if not rows or not ref:
+        raise KeyNotFound(ref)
+    return _to_key(rows[0])
+
+
+async def _refusal(conn: AsyncConnection, key_id: str) -> Reservation:
+    """Why a reservation was refused: the key is gone (KeyNotFound) or its balance is
+    short (a Reservation without id, carrying what it could spend)."""
+    query = select(
+        api_keys.c.balance_micros, api_keys.c.reserved_micros, api_keys.c.revoked_at
+    ).where(api_keys.c.id == key_id)
+    row = (await conn.execute(query)).first()
+    if row is None or row.revoked_at is not None or row.balance_micros is None:
+        raise KeyNotFound(key_id)
+    return Reservation(None, from_micros(row.balance_micros - row.reserved_micros))
+
+
+def _totals(rows: Sequence[Row[Any]]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for row in rows:
+        totals[row.key_id] = totals.get(row.key_id, 0) + row.amount_micros
+    return totals
+
+
+def _to_key(row: Row[Any]) -> ApiKey:
+    balance = row.balance_micros
+    return ApiKey(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        is_admin=bool(row.is_admin),
+        balance_usd=None if balance is None else from_micros(balance),
+        reserved_usd=from_micros(row.reserved_micros),
+        rpm=row.rpm,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+def _to_usage(row: Row[Any]) -> UsageRecord:
+    return UsageRecord(
+        id=row.id,
+        key_id=row.key_id,
+        key_name=row.name,
+        key_prefix=row.prefix,
+        model=row.model,
+        images=row.images,
+        charged_usd=from_micros(row.charged_micros),
+        outcome=row.outcome,
+        created_at=row.created_at,
+        timings_ms=dict(row.timings_ms or {}),
+    )

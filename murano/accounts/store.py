@@ -1,0 +1,311 @@
+"""The key store: keys, balances and the reserve → commit | release ledger.
+
+`KeyStore` is what the accounts logic (`murano.accounts.ledger`) and the CLI need from a
+database; `SqlStore` (`murano.accounts.sql`) is the real one and `MemoryStore` below its
+in-memory twin, with the same semantics:
+
+- a reservation holds `amount` of the key's balance (`reserved += amount`) only if
+  `balance - reserved >= amount`, atomically, so concurrent requests never overspend;
+- settling moves it from `pending` to `committed` (balance decreases) or `released`
+  exactly once; a second settle is a no-op that returns False;
+- unlimited keys (balance None) reserve too, so every request has one settle and one
+  usage record.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+from murano.accounts._keygen import generate_key, hash_key, key_prefix, verify
+from murano.accounts._money import from_micros, to_micros
+from murano.accounts.base import Outcome
+from murano.accounts.records import (
+    AmbiguousKey,
+    ApiKey,
+    CreatedKey,
+    KeyNotFound,
+    Reservation,
+    UsageRecord,
+)
+
+__all__ = ["KeyStore", "MemoryStore", "check_new_key", "utcnow"]
+
+MAX_NAME_LENGTH = 200
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@runtime_checkable
+class KeyStore(Protocol):
+    """Where keys and the ledger live. Methods taking `ref` accept a key's id or prefix."""
+
+    async def start(self) -> None:
+        """Connect and bring the schema to the current version (it never releases
+        reservations: a CLI run must not touch a running server's requests)."""
+
+    async def close(self) -> None: ...
+
+    async def create_key(
+        self,
+        *,
+        name: str,
+        is_admin: bool = False,
+        balance_usd: Decimal | None = None,
+        rpm: int | None = None,
+        expires_at: datetime | None = None,
+        secret: str | None = None,
+    ) -> CreatedKey:
+        """A new key; `secret` None generates one (a given one comes from settings)."""
+
+    async def find_by_secret(self, secret: str) -> ApiKey | None:
+        """The key whose secret this is, revoked and expired ones included."""
+
+    async def get_key(self, ref: str) -> ApiKey: ...
+
+    async def list_keys(self) -> list[ApiKey]: ...
+
+    async def count_keys(self) -> int: ...
+
+    async def revoke_key(self, ref: str) -> ApiKey:
+        """Revoke (idempotent); the row stays for the usage history."""
+
+    async def top_up(self, ref: str, usd: Decimal) -> ApiKey:
+        """Add `usd` to a limited, unrevoked key's balance (ValueError otherwise)."""
+
+    async def reserve(
+        self, key_id: str, model: str, images: int, amount_usd: Decimal
+    ) -> Reservation:
+        """Hold `amount_usd` of an unrevoked key's balance; KeyNotFound when the key is
+        gone or revoked."""
+
+    async def settle(
+        self, reservation_id: str, outcome: Outcome, timings_ms: Mapping[str, float] | None
+    ) -> bool:
+        """Commit (DELIVERED) or release a pending reservation and record the usage.
+        False when it was already settled."""
+
+    async def release_pending(
+        self, *, older_than: datetime | None = None, key_id: str | None = None
+    ) -> int:
+        """Release pending reservations (created before `older_than`, of `key_id`);
+        the number released."""
+
+    async def list_usage(self, *, key_id: str | None = None, limit: int = 100) -> list[UsageRecord]:
+        """Newest first."""
+
+
+def check_new_key(
+    name: str,
+    balance_usd: Decimal | None,
+    rpm: int | None,
+    expires_at: datetime | None,
+    now: datetime,
+) -> None:
+    """Reject a new key's settings before anything is written, naming the fix."""
+    if not name.strip() or len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"name must be 1 to {MAX_NAME_LENGTH} characters, got {len(name)}")
+    if balance_usd is not None:
+        if not balance_usd.is_finite() or balance_usd < 0:
+            raise ValueError(f"balance_usd must be >= 0 (or None: unlimited), got {balance_usd}")
+        to_micros(balance_usd)
+    if rpm is not None and rpm < 1:
+        raise ValueError(f"rpm must be >= 1 (or None: the model's default), got {rpm}")
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise ValueError("expires_at must carry a time zone (e.g. 2027-01-01T00:00:00Z)")
+        if expires_at <= now:
+            raise ValueError(f"expires_at must be in the future, got {expires_at.isoformat()}")
+
+
+def check_top_up(usd: Decimal) -> int:
+    if not usd.is_finite() or usd <= 0:
+        raise ValueError(f"a top-up must be > 0 USD, got {usd}")
+    return to_micros(usd)
+
+
+@dataclass(slots=True)
+class _KeyRow:
+    key: ApiKey
+    digest: str
+    balance_micros: int | None
+    reserved_micros: int = 0
+
+
+@dataclass(slots=True)
+class _Hold:
+    key_id: str
+    model: str
+    images: int
+    amount_micros: int
+    created_at: datetime
+    state: str = "pending"
+
+
+class MemoryStore:
+    """`KeyStore` in a few dicts. Every method runs without an await in between, so
+    each is atomic under asyncio just as the SQL statements are in the database."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, _KeyRow] = {}
+        self._holds: dict[str, _Hold] = {}
+        self._usage: list[UsageRecord] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def create_key(
+        self,
+        *,
+        name: str,
+        is_admin: bool = False,
+        balance_usd: Decimal | None = None,
+        rpm: int | None = None,
+        expires_at: datetime | None = None,
+        secret: str | None = None,
+    ) -> CreatedKey:
+        now = utcnow()
+        check_new_key(name, balance_usd, rpm, expires_at, now)
+        secret = secret or generate_key()
+        if any(row.digest == hash_key(secret) for row in self._keys.values()):
+            raise ValueError("a key with this secret already exists")
+        micros = None if balance_usd is None else to_micros(balance_usd)
+        key = ApiKey(
+            id=str(uuid.uuid4()),
+            name=name,
+            prefix=key_prefix(secret),
+            is_admin=is_admin,
+            balance_usd=None if micros is None else from_micros(micros),
+            reserved_usd=from_micros(0),
+            rpm=rpm,
+            created_at=now,
+            expires_at=expires_at,
+        )
+        self._keys[key.id] = _KeyRow(key, hash_key(secret), micros)
+        return CreatedKey(key, secret)
+
+    async def find_by_secret(self, secret: str) -> ApiKey | None:
+        prefix = key_prefix(secret)
+        for row in self._keys.values():
+            if row.key.prefix == prefix and verify(secret, row.digest):
+                return row.key
+        return None
+
+    async def get_key(self, ref: str) -> ApiKey:
+        return self._row(ref).key
+
+    async def list_keys(self) -> list[ApiKey]:
+        return sorted((row.key for row in self._keys.values()), key=lambda k: k.created_at)
+
+    async def count_keys(self) -> int:
+        return len(self._keys)
+
+    async def revoke_key(self, ref: str) -> ApiKey:
+        row = self._row(ref)
+        if row.key.revoked_at is None:
+            row.key = replace(row.key, revoked_at=utcnow())
+        return row.key
+
+    async def top_up(self, ref: str, usd: Decimal) -> ApiKey:
+        micros = check_top_up(usd)
+        row = self._row(ref)
+        if row.key.revoked_at is not None:
+            raise ValueError(f"key {row.key.prefix} is revoked")
+        if row.balance_micros is None:
+            raise ValueError(f"key {row.key.prefix} has an unlimited balance")
+        row.balance_micros += micros
+        self._refresh(row)
+        return row.key
+
+    async def reserve(
+        self, key_id: str, model: str, images: int, amount_usd: Decimal
+    ) -> Reservation:
+        row = self._keys.get(key_id)
+        if row is None or row.key.revoked_at is not None:
+            raise KeyNotFound(key_id)
+        amount = to_micros(amount_usd, round_up=True)
+        available = None if row.balance_micros is None else row.balance_micros - row.reserved_micros
+        if available is not None and available < amount:
+            return Reservation(None, from_micros(available))
+        hold_id = str(uuid.uuid4())
+        now = utcnow()
+        self._holds[hold_id] = _Hold(key_id, model, images, amount, now)
+        row.reserved_micros += amount
+        row.key = replace(row.key, last_used_at=now)
+        self._refresh(row)
+        return Reservation(hold_id, None if available is None else from_micros(available))
+
+    async def settle(
+        self, reservation_id: str, outcome: Outcome, timings_ms: Mapping[str, float] | None
+    ) -> bool:
+        hold = self._holds.get(reservation_id)
+        if hold is None or hold.state != "pending":
+            return False
+        commit = outcome is Outcome.DELIVERED
+        hold.state = "committed" if commit else "released"
+        row = self._keys[hold.key_id]
+        row.reserved_micros -= hold.amount_micros
+        if commit and row.balance_micros is not None:
+            row.balance_micros -= hold.amount_micros
+        self._refresh(row)
+        self._usage.append(
+            UsageRecord(
+                id=len(self._usage) + 1,
+                key_id=hold.key_id,
+                key_name=row.key.name,
+                key_prefix=row.key.prefix,
+                model=hold.model,
+                images=hold.images,
+                charged_usd=from_micros(hold.amount_micros if commit else 0),
+                outcome=outcome.value,
+                created_at=utcnow(),
+                timings_ms=dict(timings_ms or {}),
+            )
+        )
+        return True
+
+    async def release_pending(
+        self, *, older_than: datetime | None = None, key_id: str | None = None
+    ) -> int:
+        released = 0
+        for hold in self._holds.values():
+            if hold.state != "pending" or (key_id is not None and hold.key_id != key_id):
+                continue
+            if older_than is not None and hold.created_at >= older_than:
+                continue
+            hold.state = "released"
+            row = self._keys[hold.key_id]
+            row.reserved_micros -= hold.amount_micros
+            self._refresh(row)
+            released += 1
+        return released
+
+    async def list_usage(self, *, key_id: str | None = None, limit: int = 100) -> list[UsageRecord]:
+        records = [u for u in reversed(self._usage) if key_id is None or u.key_id == key_id]
+        return records[:limit]
+
+    def _row(self, ref: str) -> _KeyRow:
+        if ref in self._keys:
+            return self._keys[ref]
+        matches = [row for row in self._keys.values() if row.key.prefix == ref]
+        if len(matches) > 1:
+            raise AmbiguousKey(ref)
+        if not matches:
+            raise KeyNotFound(ref)
+        return matches[0]
+
+    @staticmethod
+    def _refresh(row: _KeyRow) -> None:
+        balance = None if row.balance_micros is None else from_micros(row.balance_micros)
+        row.key = replace(
+            row.key, balance_usd=balance, reserved_usd=from_micros(row.reserved_micros)
+        )
