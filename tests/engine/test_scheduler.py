@@ -241,6 +241,6 @@ async def test_safe_mode_flags_come_from_one_classifier_call(parts: FakeEnginePa
     gate.set()
     await asyncio.gather(*(j.future for j in jobs))
     # One call per batch, over the images of the jobs that asked for the check only.
-    assert calls == [2, 2]
+    assert calls == [4]
     assert None in seen
     await engine.close()
