@@ -16,7 +16,8 @@ its own reservations older than that before refusing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TypedDict, Unpack
@@ -52,6 +53,7 @@ class LedgerOptions(TypedDict, total=False):
     bootstrap: bool
     public_url: str
     reclaim_after_s: float
+    clock: Callable[[], float]
 
 
 class LedgerAccounts:
@@ -72,16 +74,18 @@ class LedgerAccounts:
         bootstrap: bool = True,
         public_url: str = "http://127.0.0.1:8000",
         reclaim_after_s: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if reclaim_after_s < 0:
             raise ValueError(f"reclaim_after_s must be >= 0, got {reclaim_after_s}")
         self.store = store
         self.gate = RequestGate(
-            limiter or MemoryRateLimiter(),
+            limiter or MemoryRateLimiter(clock),
             default_rpm=default_rpm,
             model_rpm=model_rpm,
             failure_budget=failure_budget,
             failure_window_s=failure_window_s,
+            clock=clock,
         )
         self.bootstrap_key: str | None = None
         self._seed_keys = tuple(seed_keys)
@@ -235,6 +239,8 @@ class LedgerAccounts:
 
 class SqlAccounts(LedgerAccounts):
     """Accounts in SQLite (`sqlite+aiosqlite:///path`) or PostgreSQL (`postgresql://...`)."""
+
+    store: SqlStore
 
     def __init__(
         self, database_url: str, *, schema: str | None = None, **options: Unpack[LedgerOptions]

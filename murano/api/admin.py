@@ -34,6 +34,13 @@ __all__ = ["CreateKeyRequest", "TopUpRequest", "router"]
 
 router = APIRouter(prefix="/api/v1", tags=["api keys"])
 
+_BODY_FIELDS = {
+    "name": "description",
+    "balance_usd": "balanceUsd",
+    "rpm": "rpm",
+    "expires_at": "expiresAt",
+}
+
 
 class CreateKeyRequest(BaseModel):
     """Venice's `POST /api_keys` body, plus murano's `balanceUsd` and `rpm`."""
@@ -119,7 +126,9 @@ async def create_key(body: CreateKeyRequest, keys: Manager) -> dict[str, Any]:
             expires_at=expires_at,
         )
     except ValueError as exc:
-        raise InvalidRequest("body", str(exc)) from None
+        # The store names its own parameters; point at the body's names for them.
+        field = _BODY_FIELDS.get(str(exc).split(" ", 1)[0], "body")
+        raise InvalidRequest(field, str(exc)) from None
     return {"success": True, "data": {"apiKey": created.secret, **_key_json(created.key)}}
 
 

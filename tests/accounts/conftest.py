@@ -149,3 +149,20 @@ async def new_key(
         **options,
     )
     return created, await accounts.authenticate(created.secret)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def cli_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[list[str]]:
+    """The CLI options naming a fresh database: a data dir, or a PostgreSQL database of
+    its own (the CLI has no schema option)."""
+    if request.param == "sqlite":
+        yield ["--data-dir", str(tmp_path / "data")]
+        return
+    name = f"t_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield ["--database-url", POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"]
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
