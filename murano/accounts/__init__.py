@@ -12,6 +12,7 @@
 `build_accounts(settings)` picks one; nothing here touches a database at import.
 """
 
+from murano.accounts._money import format_usd
 from murano.accounts.base import Accounts, Admission, Charge, Outcome, Principal
 from murano.accounts.factory import build_accounts, build_limiter
 from murano.accounts.ledger import BALANCE_HEADER, LedgerAccounts, MemoryAccounts, SqlAccounts
@@ -59,4 +60,5 @@ __all__ = [
     "Window",
     "build_accounts",
     "build_limiter",
+    "format_usd",
 ]

@@ -57,7 +57,12 @@ class LedgerOptions(TypedDict, total=False):
 
 
 class LedgerAccounts:
-    """Keys, balances and limits kept in `store`; see the module docstring."""
+    """Keys, balances and limits kept in `store`; see the module docstring.
+
+    `seed_keys` (from settings) are added as admin keys at start when missing; with
+    `bootstrap` and still no key at all, one admin key is created and logged once.
+    `public_url` goes into that log line's curl example; `clock` is for tests.
+    """
 
     auth_required: bool = True
 
