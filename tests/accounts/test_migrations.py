@@ -21,7 +21,7 @@ from .conftest import Database
 async def test_an_upgrade_keeps_keys_and_balances(database: Database) -> None:
     old = SqlStore(database.url, schema=database.schema)
     if old.url.get_backend_name() == "sqlite":  # what start() does first
-        Path(old.url.database).parent.mkdir(parents=True, exist_ok=True)
+        Path(old.url.database or "").parent.mkdir(parents=True, exist_ok=True)
     await migrate.upgrade(old.engine, "0001")
     assert await migrate.current_revision(old.engine) == "0001"
     secret = generate_key()
