@@ -30,11 +30,15 @@ _FINAL_RADIUS_FRACTION: Final = 1 / 48  # of the long side
 
 
 def blur(image: Image.Image) -> Image.Image:
-    """A blurred copy of `image`, same size, RGB (RGBA when the input has alpha)."""
+    """A blurred copy of `image`, same size, RGB (RGBA when the input has alpha). Images
+    no larger than `DETAIL_PX` on their long side become their average colour."""
     mode = "RGBA" if "A" in image.mode else "RGB"
     source = image.convert(mode)
     width, height = source.size
     factor = DETAIL_PX / max(width, height)
+    if factor >= 1.0:
+        # The whole image is below the detail limit: only its average colour may remain.
+        return source.resize((1, 1), Image.Resampling.BOX).resize((width, height))
     small_size = (max(1, round(width * factor)), max(1, round(height * factor)))
     small = source.resize(small_size, Image.Resampling.BOX)
     small = small.filter(ImageFilter.GaussianBlur(_SMALL_RADIUS))
