@@ -1,0 +1,52 @@
+"""x402 payments: pay per request in USDC (`exact` scheme), or draw on wallet credits
+bought with x402 top-ups and used with Sign-In-With-X, as Venice does.
+
+    X402Context (ASGI middleware) ── current_request() ──┐
+    ImageService ── payment_gate(principal, charge) ── X402Gate
+                                                         ├── ExactPayments ── x402ResourceServer
+                                                         │                    └── facilitator (HTTP)
+                                                         ├── SignIn (x402 sign-in-with-x)
+                                                         ├── WalletLedger (balances)
+                                                         └── TopUps ── POST /api/v1/x402/top-up
+
+Build one with `build_payment_gate(settings, ...)`; see each module for the semantics.
+"""
+
+from murano.payments.context import X402Context, X402Request, bind_request, current_request
+from murano.payments.errors import PaymentRejected, PaymentServiceUnavailable
+from murano.payments.exact import ExactPayments, VerifiedPayment
+from murano.payments.factory import build_payment_gate
+from murano.payments.gate import X402Gate
+from murano.payments.nonces import MemoryNonces, Nonces, RedisNonces
+from murano.payments.siwx import SignIn
+from murano.payments.topup import TopUp, TopUpRejected, TopUps
+from murano.payments.wallet import (
+    InsufficientWalletBalance,
+    MemoryWalletLedger,
+    WalletHold,
+    WalletLedger,
+)
+
+__all__ = [
+    "ExactPayments",
+    "InsufficientWalletBalance",
+    "MemoryNonces",
+    "MemoryWalletLedger",
+    "Nonces",
+    "PaymentRejected",
+    "PaymentServiceUnavailable",
+    "RedisNonces",
+    "SignIn",
+    "TopUp",
+    "TopUpRejected",
+    "TopUps",
+    "VerifiedPayment",
+    "WalletHold",
+    "WalletLedger",
+    "X402Context",
+    "X402Gate",
+    "X402Request",
+    "bind_request",
+    "build_payment_gate",
+    "current_request",
+]

@@ -1,0 +1,39 @@
+"""Errors of the payments layer.
+
+    MuranoError
+    └── PaymentServiceUnavailable   the facilitator cannot be reached (503); nothing was
+                                    charged, the same payment may be sent again later
+    Exception
+    └── PaymentRejected             a payment that will not be accepted, with an x402-style
+                                    `code`; the gate turns it into a 402 challenge, the
+                                    top-up route into Venice's `{error: CODE, message}`
+
+`PaymentServiceUnavailable` belongs in `murano.errors` next to the other domain errors,
+mapped to 503 by `murano.api.errors`; it lives here until it is moved.
+"""
+
+from __future__ import annotations
+
+from murano.errors import MuranoError
+
+__all__ = ["PaymentRejected", "PaymentServiceUnavailable"]
+
+
+class PaymentServiceUnavailable(MuranoError):
+    """The x402 facilitator did not answer (or answered nonsense)."""
+
+    def __init__(self, message: str = "", *, retry_after_s: int = 10) -> None:
+        super().__init__(
+            message or "The payment service is temporarily unavailable. Please try again later.",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+
+class PaymentRejected(Exception):
+    """A payment that was checked and refused. `code` is machine-readable (the
+    facilitator's invalid reason where it gave one), `message` says what to fix."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
