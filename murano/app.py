@@ -69,7 +69,7 @@ def _build_inspector(settings: Settings) -> Inspector | None:
     from murano.safety import TransformersClassifier
 
     classifier = TransformersClassifier(
-        settings.safety_classifier, threshold=settings.safety_threshold
+        settings.safety_classifier, threshold=settings.safety_threshold, device=settings.device
     )
     return classifier.flag
 
@@ -90,7 +90,8 @@ def create_app(
     if accounts is None:
         from murano.accounts import build_accounts
 
-        accounts = build_accounts(settings)
+        model_rpm = {entry.id: entry.rpm for entry in engine.catalog if entry.rpm is not None}
+        accounts = build_accounts(settings, model_rpm=model_rpm)
     if not accounts.auth_required:
         log.warning(
             "AUTHENTICATION IS OFF (--no-auth): anyone who can reach this server can use it"
@@ -109,10 +110,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await accounts.start()
-        bootstrap = getattr(accounts, "bootstrap_key", None)
-        if bootstrap:
-            print(_bootstrap_banner(bootstrap, settings), flush=True)
+        await accounts.start()  # prints the bootstrap admin key on a first start
         # Models load in the background so /healthz answers at once; /readyz waits.
         loading = asyncio.get_running_loop().create_task(engine.start())
         try:
@@ -135,6 +133,7 @@ def create_app(
     app.state.accounts = accounts
     app.state.metrics = metrics
     app.state.service = service
+    app.state.model_ids = [entry.id for entry in engine.catalog]
     install_error_handlers(app)
     for router in _routers():
         app.include_router(router)
@@ -151,13 +150,3 @@ def _routers() -> list[Any]:
     except ModuleNotFoundError:
         return routers
     return [*routers, admin.router]
-
-
-def _bootstrap_banner(key: str, settings: Settings) -> str:
-    url = f"http://{settings.host}:{settings.port}/api/v1/image/generate"
-    return (
-        "\n  murano created an admin API key (shown once; store it now):\n\n"
-        f"    {key}\n\n"
-        f"  curl -s {url} -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
-        '       -d \'{"model": "murano-tiny", "prompt": "a lighthouse at dusk"}\'\n'
-    )

@@ -109,6 +109,9 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "data_dir": tmp_path,
         "api_keys": [API_KEY],
         "accounts_backend": "static",
+        # Tests send many requests a minute; the limits have tests of their own.
+        "default_rpm": 100_000,
+        "failure_budget": 100_000,
     }
     values.update(overrides)
     return Settings(**values)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from murano.accounts import BALANCE_HEADER, format_usd
 from murano.accounts.base import Accounts, Principal
 from murano.api.serving import ImageService
 
@@ -35,6 +36,10 @@ async def _principal(request: Request) -> Principal:
         return Principal(key_id="", name="anonymous", anonymous=True)
     principal = await accounts.authenticate(token)
     request.state.principal = principal
+    if principal.balance_usd is not None:
+        # Venice sends the balance before the request on every authenticated response,
+        # errors included; admission replaces it with the same value read under lock.
+        request.state.extra_headers = {BALANCE_HEADER: format_usd(principal.balance_usd)}
     return principal
 
 

@@ -163,9 +163,22 @@ def validation_details(
 # -- handlers -----------------------------------------------------------------------------
 
 
+async def _note_failure(request: Request, status: int) -> None:
+    """Count a 4xx (not 429) of an authenticated caller against its failure budget."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None or not 400 <= status < 500 or status == 429:
+        return
+    model = getattr(request.state, "log_fields", {}).get("model", "")
+    try:
+        await request.app.state.accounts.note_failure(principal, model, status)
+    except Exception:
+        log.exception("could not record a failed request")
+
+
 async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MuranoError)
     status = status_for(exc)
+    await _note_failure(request, status)
     if status >= 500 and not isinstance(exc, ModelAtCapacity | ModelUnavailable):
         log.warning("request failed with %d: %s", status, type(exc).__name__)
     return JSONResponse(error_body(exc), status_code=status, headers=exc.headers)
@@ -173,6 +186,7 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    await _note_failure(request, 400)
     message, details, issues = validation_details(exc.errors())
     return JSONResponse(detailed_error(message, details, issues), status_code=400)
 

@@ -73,6 +73,10 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", []))
+                present = {bytes(k).lower() for k, _ in headers}
+                for name, value in state.get("extra_headers", {}).items():
+                    if name.encode() not in present:
+                        headers.append((name.encode(), value.encode()))
                 headers += [
                     (b"cf-ray", request_id.encode()),
                     (b"x-request-id", request_id.encode()),

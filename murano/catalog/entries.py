@@ -50,6 +50,8 @@ class ModelEntry(BaseModel):
     device: str = "auto"
     load: Literal["start", "first-use"] = "start"
     cpu_offload: bool = False
+    # Requests (images) per minute per key on this model, where not the server's default.
+    rpm: int | None = Field(default=None, ge=1)
     # The default cfg_scale of this model (else its family's).
     cfg_scale: float | None = None
     # For a single-file source: a diffusers-format directory or repo with its configs.

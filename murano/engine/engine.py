@@ -95,8 +95,9 @@ class Engine:
     async def close(self) -> None:
         for queue in self._queues.values():
             await queue.close()
-        self._device.shutdown(wait=True, cancel_futures=True)
-        self._cpu.shutdown(wait=True, cancel_futures=True)
+        # Waiting for a batch still on the device must not block the event loop.
+        for pool in (self._device, self._cpu):
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
     # -- jobs ---------------------------------------------------------------------------
 

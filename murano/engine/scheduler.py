@@ -186,6 +186,10 @@ class ModelQueue:
             images = await loop.run_in_executor(self._device, backend.generate, params)
             if len(images) != len(batch):
                 raise RuntimeError(f"backend returned {len(images)} results for {len(batch)}")
+        except asyncio.CancelledError:
+            # The server is shutting down: these jobs will not be delivered.
+            self._fail(batch, JobCancelled())
+            raise
         except MuranoError as exc:
             self._fail(batch, exc)
             return
