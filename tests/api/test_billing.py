@@ -212,3 +212,49 @@ async def test_fifty_concurrent_requests_on_ten_images(billing: Billing) -> None
     statuses = [r.status_code for r in responses]
     assert statuses.count(200) == 10 and statuses.count(402) == 40
     assert await billing.balance(key) == Decimal("0")
+
+
+async def test_disconnect_before_start_removes_the_job_and_charges_nothing(
+    billing: Billing,
+) -> None:
+    from murano.api.serving import OutputRequest
+    from murano.catalog.check import GenerationParams
+    from murano.errors import JobCancelled
+
+    key = await billing.key("1")
+    principal = await billing.accounts.authenticate(key["Authorization"].split()[1])
+    app = billing.client.app  # type: ignore[attr-defined]
+    backend = billing.parts.backends["test-model"]
+    backend.gate = threading.Event()
+    busy = asyncio.create_task(billing.client.post(URL, json=body(seed=1), headers=key))
+    await asyncio.to_thread(backend.started.wait, 10)
+    params = GenerationParams(
+        model_id="test-model",
+        prompt="gone",
+        negative_prompt=None,
+        width=64,
+        height=64,
+        steps=4,
+        cfg_scale=7.5,
+        seed=3,
+        images=2,
+        lora_strength=None,
+    )
+
+    async def disconnected() -> bool:
+        return True
+
+    with pytest.raises(JobCancelled):
+        await app.state.service.generate(
+            principal,
+            params,
+            OutputRequest(fmt="png", safe_mode=False, hide_watermark=False, embed_metadata=False),
+            received=0.0,
+            is_disconnected=disconnected,
+            endpoint="image/generate",
+        )
+    backend.gate.set()
+    assert (await busy).status_code == 200
+    prompts = [p.prompt for batch in backend.batches for p in batch]
+    assert "gone" not in prompts
+    assert await billing.balance(key) == Decimal("0.99")
