@@ -26,11 +26,12 @@ router = APIRouter(prefix="/api/v1")
 TOP_UP_DESCRIPTION = "Top up x402 wallet credits"
 
 
-def _top_ups(request: Request) -> TopUps | None:
-    """The gate's top-ups, when the app's image service has an x402 gate with wallets."""
-    service = getattr(request.app.state, "service", None)
-    gate = getattr(service, "payment_gate", None)
-    return gate.top_ups if isinstance(gate, X402Gate) else None
+def _gate(request: Request) -> tuple[X402Gate, TopUps] | None:
+    """The image service's x402 gate and its top-ups, when wallet credits are on."""
+    gate = getattr(getattr(request.app.state, "service", None), "payment_gate", None)
+    if not isinstance(gate, X402Gate) or gate.top_ups is None:
+        return None
+    return gate, gate.top_ups
 
 
 @router.post("/x402/top-up", response_model=None)
@@ -38,14 +39,13 @@ async def top_up(
     request: Request,
     amount_usd: Annotated[Decimal | None, Query(alias="amountUsd", gt=0)] = None,
 ) -> JSONResponse:
-    top_ups = _top_ups(request)
-    if top_ups is None:
+    found = _gate(request)
+    if found is None:
         return JSONResponse(
             top_up_error("X402_DISABLED", "x402 wallet credits are not enabled on this server."),
             status_code=404,
         )
-    service = request.app.state.service
-    gate: X402Gate = service.payment_gate
+    gate, top_ups = found
     x402 = X402Request.from_scope(request.scope)
     resource = gate.resource(x402, TOP_UP_DESCRIPTION)
     try:

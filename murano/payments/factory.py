@@ -68,7 +68,7 @@ def build_payment_gate(
         pay_to,
         "on" if wallets is not None else "off",
     )
-    return X402Gate(exact, wallets=wallets, signin=signin)
+    return X402Gate(exact, wallets=wallets, signin=signin, public_origin=public_url)
 
 
 def validity_window(request_timeout_s: float) -> int:

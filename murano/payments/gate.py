@@ -20,6 +20,7 @@ from collections import Counter
 from decimal import Decimal
 from typing import Any
 
+from x402.extensions.sign_in_with_x import SIGN_IN_WITH_X
 from x402.http.utils import encode_payment_response_header
 from x402.schemas import ResourceInfo
 
@@ -55,6 +56,7 @@ class X402Gate:
         *,
         wallets: WalletLedger | None = None,
         signin: SignIn | None = None,
+        public_origin: str | None = None,
         description: str = "murano image generation",
         min_top_up_usd: Decimal = Decimal(5),
         max_top_up_usd: Decimal = Decimal(10_000),
@@ -66,6 +68,7 @@ class X402Gate:
         self.exact = exact
         self.wallets = wallets
         self.signin = signin
+        self.public_origin = public_origin.rstrip("/") if public_origin else None
         self.description = description
         self.max_in_flight = max_in_flight
         self.suggested_top_up_usd = suggested_top_up_usd
@@ -109,12 +112,15 @@ class X402Gate:
 
     def resource(self, request: X402Request, description: str | None = None) -> ResourceInfo:
         """What is paid for: this request's URL (on the public origin, when configured)."""
-        origin = self.signin.origin_for(request.origin) if self.signin else request.origin
         return ResourceInfo(
-            url=origin + request.path,
+            url=self.origin(request) + request.path,
             description=description or self.description,
             mime_type="application/json",
         )
+
+    def origin(self, request: X402Request) -> str:
+        """The configured public origin, else the one the request came to."""
+        return self.public_origin or request.origin
 
     async def payment_required(
         self,
@@ -130,12 +136,12 @@ class X402Gate:
         extensions: dict[str, Any] | None = None
         if self.signin is not None:
             challenge = await self.signin.challenge(request.origin, resource, requirements)
-            extensions = {"sign-in-with-x": challenge}
+            extensions = {SIGN_IN_WITH_X: challenge}
         required = await self.exact.payment_required(
             requirements, resource, error=error, extensions=extensions
         )
-        origin = self.signin.origin_for(request.origin) if self.signin else request.origin
-        body = discovery_body(required, auth_options(origin, wallets=self.wallets_enabled))
+        options = auth_options(self.origin(request), wallets=self.wallets_enabled)
+        body = discovery_body(required, options)
         return PaymentRequired(
             body, headers={**payment_required_headers(required), **(headers or {})}
         )
@@ -149,11 +155,15 @@ class X402Gate:
             raise RateLimited(
                 f"Too many concurrent requests for this wallet (at most {self.max_in_flight})."
             )
+        # Counted before the first await, so concurrent sign-ins cannot overshoot the limit.
+        self._in_flight[address] += 1
         try:
             hold = await self.wallets.reserve(address, charge.total_usd)
-        except InsufficientWalletBalance as exc:
-            raise await self._wallet_short(request, charge, exc) from None
-        self._in_flight[address] += 1
+        except BaseException as exc:
+            self._done(address)
+            if isinstance(exc, InsufficientWalletBalance):
+                raise await self._wallet_short(request, charge, exc) from None
+            raise
         principal = Principal(
             key_id=f"wallet:{address}", name=address, balance_usd=hold.available_usd
         )

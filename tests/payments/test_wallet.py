@@ -3,6 +3,7 @@ like an API key's balance, 402 with top-up instructions when the credit runs out
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -15,7 +16,7 @@ from eth_account.messages import encode_defunct
 from x402.http.utils import decode_payment_response_header
 from x402.schemas import PaymentRequired, ResourceInfo
 
-from murano.accounts.base import Outcome
+from murano.accounts.base import Admission, Outcome
 from murano.errors import AuthenticationFailed, RateLimited
 from murano.payments import MemoryWalletLedger, TopUpRejected, X402Gate
 from tests.payments.chain import FakeUsdc
@@ -281,3 +282,18 @@ async def test_without_a_wallet_ledger_sign_in_is_neither_offered_nor_taken(
     # A SIGN-IN-WITH-X header is ignored: the caller is asked to pay for the request.
     ignored = await challenge(gate, req=request(siwx="c2lnbmVkIGlu"))
     assert ignored.body["accepts"][0]["amount"] == "10000"
+
+
+async def test_concurrent_sign_ins_cannot_overshoot_the_in_flight_limit(
+    wallet_gate: X402Gate, buyer: Buyer
+) -> None:
+    await top_up(wallet_gate, buyer)
+    headers = [await signed_in(wallet_gate, buyer) for _ in range(7)]
+
+    results = await asyncio.gather(
+        *(admit(wallet_gate, request(siwx=header)) for header in headers),
+        return_exceptions=True,
+    )
+
+    assert sum(isinstance(r, RateLimited) for r in results) == 2
+    assert sum(isinstance(r, Admission) for r in results) == 5
