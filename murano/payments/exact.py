@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
 
+import httpx
 from x402 import SchemeNetworkServer, x402ResourceServer
 from x402.http.constants import PAYMENT_RESPONSE_HEADER, X_PAYMENT_RESPONSE_HEADER
 from x402.http.utils import decode_payment_signature_header, encode_payment_response_header
@@ -226,11 +227,26 @@ class ExactPayments:
         try:
             result = await self._server.settle_payment(payment.payload, payment.requirements)
         except Exception as exc:
-            log.warning("x402 settlement failed: %s", exc)
-            raise PaymentServiceUnavailable(
-                "The payment could not be settled: the payment facilitator did not answer. "
-                "Nothing was charged."
-            ) from exc
+            log.warning(
+                "x402 settlement of %s's payment (%s) failed: %r",
+                payment.payer,
+                payment.nonce_key,
+                exc,
+            )
+            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                message = (
+                    "The payment could not be settled: the payment facilitator cannot be "
+                    "reached. Nothing was charged."
+                )
+            else:
+                # The request may have reached the facilitator: the transfer may have
+                # happened, and the payment cannot be used again either way.
+                message = (
+                    "The payment's settlement could not be confirmed (the payment facilitator "
+                    "did not answer). The images are withheld; check your wallet before "
+                    "paying again."
+                )
+            raise PaymentServiceUnavailable(message) from exc
         if not result.success:
             raise PaymentRejected(
                 result.error_reason or "settlement_failed",

@@ -23,7 +23,6 @@ __all__ = ["build_payment_gate", "validity_window"]
 log = logging.getLogger("murano.payments")
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-FACILITATOR_TIMEOUT_S = 15.0
 
 
 def build_payment_gate(
@@ -46,8 +45,8 @@ def build_payment_gate(
         raise ValueError(f"x402_pay_to must be an EVM address (0x and 40 hex digits): {pay_to!r}")
     assets = resolve_assets(settings.x402_networks, settings.x402_asset)
     if facilitator is None:
-        config = FacilitatorConfig(url=settings.x402_facilitator_url, timeout=FACILITATOR_TIMEOUT_S)
-        facilitator = HTTPFacilitatorClient(config)
+        # x402's default timeout (90 s): settling waits for the transaction's receipt.
+        facilitator = HTTPFacilitatorClient(FacilitatorConfig(url=settings.x402_facilitator_url))
     if nonces is None:
         nonces = RedisNonces(settings.redis_url) if settings.redis_url else MemoryNonces()
     exact = ExactPayments(

@@ -264,9 +264,10 @@ async def test_a_facilitator_down_at_settlement_is_503_and_charges_nothing(
     facilitator.stop()
 
     assert admission.settle_hook is not None
-    with pytest.raises(PaymentServiceUnavailable):
+    with pytest.raises(PaymentServiceUnavailable) as caught:
         await admission.settle_hook(Outcome.DELIVERED)
 
+    assert "cannot be reached. Nothing was charged" in caught.value.message
     assert token.transfers == []
     assert "PAYMENT-RESPONSE" not in admission.headers
 
