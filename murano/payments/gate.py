@@ -158,7 +158,7 @@ class X402Gate:
         # Counted before the first await, so concurrent sign-ins cannot overshoot the limit.
         self._in_flight[address] += 1
         try:
-            hold = await self.wallets.reserve(address, charge.total_usd)
+            hold = await self.wallets.reserve(address, charge)
         except BaseException as exc:
             self._done(address)
             if isinstance(exc, InsufficientWalletBalance):
@@ -252,7 +252,7 @@ class _PaymentSettlement:
 
 
 class _WalletSettlement:
-    """The settle hook of a wallet admission: spend the hold only for delivered images."""
+    """The settle hook of a wallet admission: the hold is spent only for delivered images."""
 
     def __init__(self, gate: X402Gate, admission: Admission, hold: WalletHold) -> None:
         self.gate = gate
@@ -265,11 +265,9 @@ class _WalletSettlement:
             return
         self.admission.settled = True
         try:
+            remaining = await self.gate.wallets.settle(self.hold, outcome)
             if outcome is Outcome.DELIVERED:
-                remaining = await self.gate.wallets.commit(self.hold)
                 self.admission.headers[REMAINING_HEADER] = f"{remaining:.6f}"
-            else:
-                await self.gate.wallets.release(self.hold)
         finally:
             self.gate._done(self.hold.address)
 

@@ -1,10 +1,11 @@
 """Wallet credits (Venice's x402 flow): a wallet tops up its balance with an x402 payment
 and then pays for inference from it, signed in with Sign-In-With-X instead of an API key.
 
-`WalletLedger` holds the balances. Its calls mirror an API key's ledger so that a wallet
-is drawn on exactly as a key is: reserve the price before generating, commit it when the
-images are delivered, release it otherwise. `credit` is idempotent per `payment_id`, so a
-top-up that is retried after it was settled credits the wallet once.
+`WalletLedger` holds the balances. Its calls mirror an API key's ledger (the accounts
+`KeyStore`'s `reserve` and `settle`) so that a wallet is drawn on exactly as a key is:
+reserve the charge before generating, then settle: commit when the images were delivered,
+release otherwise. `credit` is idempotent per `payment_id`, so a top-up that is retried
+after it was settled credits the wallet once.
 
 `MemoryWalletLedger` is the in-memory twin: balances are lost when the process stops, so
 it is for tests and trials; real deployments keep wallets in the accounts store.
@@ -17,6 +18,8 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
+
+from murano.accounts.base import Charge, Outcome
 
 __all__ = ["InsufficientWalletBalance", "MemoryWalletLedger", "WalletHold", "WalletLedger"]
 
@@ -51,14 +54,13 @@ class WalletLedger(Protocol):
         """Add a settled top-up; the new balance. A `payment_id` already credited adds
         nothing (and returns the current balance)."""
 
-    async def reserve(self, address: str, usd: Decimal) -> WalletHold:
-        """Hold `usd`; InsufficientWalletBalance when the available balance is short."""
+    async def reserve(self, address: str, charge: Charge) -> WalletHold:
+        """Hold `charge.total_usd`; InsufficientWalletBalance when the available balance
+        is short."""
 
-    async def commit(self, hold: WalletHold) -> Decimal:
-        """Spend a hold; the balance left. Idempotent."""
-
-    async def release(self, hold: WalletHold) -> None:
-        """Drop a hold without spending it. Idempotent."""
+    async def settle(self, hold: WalletHold, outcome: Outcome) -> Decimal:
+        """Spend the hold when `outcome` is DELIVERED, drop it otherwise; the balance
+        left. Idempotent: a hold already settled changes nothing."""
 
 
 class MemoryWalletLedger:
@@ -83,8 +85,8 @@ class MemoryWalletLedger:
                 self._balances[key] = self._balances.get(key, Decimal(0)) + usd
             return self._balances.get(key, Decimal(0))
 
-    async def reserve(self, address: str, usd: Decimal) -> WalletHold:
-        key = address.lower()
+    async def reserve(self, address: str, charge: Charge) -> WalletHold:
+        key, usd = address.lower(), charge.total_usd
         async with self._lock:
             available = self._available(key)
             if available < usd:
@@ -93,15 +95,12 @@ class MemoryWalletLedger:
             self._holds[hold.id] = hold
             return hold
 
-    async def commit(self, hold: WalletHold) -> Decimal:
+    async def settle(self, hold: WalletHold, outcome: Outcome) -> Decimal:
         async with self._lock:
-            if self._holds.pop(hold.id, None) is not None:
+            held = self._holds.pop(hold.id, None)
+            if held is not None and outcome is Outcome.DELIVERED:
                 self._balances[hold.address] -= hold.amount_usd
             return self._balances.get(hold.address, Decimal(0))
-
-    async def release(self, hold: WalletHold) -> None:
-        async with self._lock:
-            self._holds.pop(hold.id, None)
 
     def _available(self, key: str) -> Decimal:
         held = sum((h.amount_usd for h in self._holds.values() if h.address == key), Decimal(0))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
+from murano.accounts.base import Outcome
 from murano.payments import (
     InsufficientWalletBalance,
     MemoryNonces,
@@ -23,7 +24,7 @@ from murano.payments import (
 )
 from murano.payments.assets import resolve_assets, to_atomic
 from murano.settings import Settings
-from tests.payments.conftest import SELLER
+from tests.payments.conftest import SELLER, charge
 
 REDIS_URL = os.environ.get("MURANO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -119,12 +120,12 @@ async def test_the_wallet_ledger_holds_commits_and_releases() -> None:
     assert await ledger.credit("0xAbC", Decimal(1), payment_id="p1") == 1
     assert await ledger.credit("0xabc", Decimal(1), payment_id="p1") == 1  # same payment
 
-    hold = await ledger.reserve("0xabc", Decimal("0.6"))
+    hold = await ledger.reserve("0xabc", charge("0.2", images=3))
     with pytest.raises(InsufficientWalletBalance) as short:
-        await ledger.reserve("0xabc", Decimal("0.6"))
+        await ledger.reserve("0xabc", charge("0.6"))
     assert short.value.available_usd == Decimal("0.4")
-    assert await ledger.commit(hold) == Decimal("0.4")
-    assert await ledger.commit(hold) == Decimal("0.4")  # idempotent
-    other = await ledger.reserve("0xabc", Decimal("0.4"))
-    await ledger.release(other)
+    assert await ledger.settle(hold, Outcome.DELIVERED) == Decimal("0.4")
+    assert await ledger.settle(hold, Outcome.DELIVERED) == Decimal("0.4")  # idempotent
+    other = await ledger.reserve("0xabc", charge("0.4"))
+    assert await ledger.settle(other, Outcome.FAILED) == Decimal("0.4")
     assert await ledger.available("0xABC") == Decimal("0.4")
