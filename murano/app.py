@@ -92,6 +92,10 @@ def create_app(
 
         model_rpm = {entry.id: entry.rpm for entry in engine.catalog if entry.rpm is not None}
         accounts = build_accounts(settings, model_rpm=model_rpm)
+    if payment_gate is None and settings.x402_pay_to:
+        from murano.payments import build_payment_gate
+
+        payment_gate = build_payment_gate(settings)
     if not accounts.auth_required:
         log.warning(
             "AUTHENTICATION IS OFF (--no-auth): anyone who can reach this server can use it"
@@ -121,6 +125,9 @@ def create_app(
                 await loading
             await engine.close()
             await accounts.close()
+            close_gate = getattr(payment_gate, "close", None)
+            if close_gate is not None:
+                await close_gate()
 
     app = FastAPI(
         title="murano",
@@ -137,6 +144,12 @@ def create_app(
     install_error_handlers(app)
     for router in _routers():
         app.include_router(router)
+    if payment_gate is not None:
+        from murano.api import x402
+        from murano.payments import X402Context
+
+        app.include_router(x402.router)
+        app.add_middleware(X402Context)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(Compression)
     app.add_middleware(RequestContext, metrics=metrics)
@@ -144,9 +157,6 @@ def create_app(
 
 
 def _routers() -> list[Any]:
-    routers: list[Any] = [image.router, models.router, health.router]
-    try:
-        from murano.api import admin
-    except ModuleNotFoundError:
-        return routers
-    return [*routers, admin.router]
+    from murano.api import admin
+
+    return [image.router, models.router, health.router, admin.router]

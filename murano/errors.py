@@ -9,6 +9,7 @@ Venice's status code and JSON body, and nothing else does.
     ├── Forbidden                 valid credentials without the right (admin API)
     ├── InsufficientBalance       the key's balance does not cover the request
     ├── PaymentRequired           x402: pay first (carries the challenge)
+    ├── PaymentServiceUnavailable x402: the facilitator cannot be reached
     ├── RateLimited               too many requests (or too many failures) for this key
     ├── ModelAtCapacity           the model's queue is full
     ├── ModelUnavailable          the model is offline or failed to load
@@ -35,6 +36,7 @@ __all__ = [
     "ModelUnavailable",
     "MuranoError",
     "PaymentRequired",
+    "PaymentServiceUnavailable",
     "RateLimited",
     "UnsupportedFeature",
 ]
@@ -98,6 +100,16 @@ class PaymentRequired(MuranoError):
     ) -> None:
         super().__init__(str(body.get("error", "Payment required")), headers=headers)
         self.body: dict[str, Any] = dict(body)
+
+
+class PaymentServiceUnavailable(MuranoError):
+    """x402: the payment facilitator cannot be reached (or answered nonsense)."""
+
+    def __init__(self, message: str = "", *, retry_after_s: int = 10) -> None:
+        super().__init__(
+            message or "The payment service is temporarily unavailable. Please try again later.",
+            headers={"Retry-After": str(retry_after_s)},
+        )
 
 
 class RateLimited(MuranoError):

@@ -26,6 +26,7 @@ from murano.errors import (
     ModelUnavailable,
     MuranoError,
     PaymentRequired,
+    PaymentServiceUnavailable,
     RateLimited,
 )
 
@@ -45,6 +46,7 @@ _STATUS: tuple[tuple[type[MuranoError], int], ...] = (
     (InferenceFailed, 500),
     (ModelAtCapacity, 503),
     (ModelUnavailable, 503),
+    (PaymentServiceUnavailable, 503),
     (DeadlineExceeded, 504),
 )
 
@@ -179,7 +181,9 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MuranoError)
     status = status_for(exc)
     await _note_failure(request, status)
-    if status >= 500 and not isinstance(exc, ModelAtCapacity | ModelUnavailable):
+    if status >= 500 and not isinstance(
+        exc, ModelAtCapacity | ModelUnavailable | PaymentServiceUnavailable
+    ):
         log.warning("request failed with %d: %s", status, type(exc).__name__)
     return JSONResponse(error_body(exc), status_code=status, headers=exc.headers)
 

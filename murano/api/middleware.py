@@ -107,6 +107,8 @@ class BodyGuard:
     """POSTs under /api/ must be JSON (415) and at most `max_bytes` long (413), checked
     before the body is parsed."""
 
+    bodiless_paths = frozenset({"/api/v1/x402/top-up"})
+
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
@@ -120,10 +122,12 @@ class BodyGuard:
             await self.app(scope, receive, send)
             return
         content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
-        if content_type != "application/json":
+        length = _header(scope, b"content-length")
+        # x402 clients POST to the top-up route with no body at all.
+        bodiless = scope["path"] in self.bodiless_paths and length in (None, "0")
+        if content_type != "application/json" and not bodiless:
             await _send_json(send, 415, {"error": "Invalid request content-type"})
             return
-        length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await self._too_large(send)
             return

@@ -8,25 +8,15 @@
                                     `code`; the gate turns it into a 402 challenge, the
                                     top-up route into Venice's `{error: CODE, message}`
 
-`PaymentServiceUnavailable` belongs in `murano.errors` next to the other domain errors,
-mapped to 503 by `murano.api.errors`; it lives here until it is moved.
+`PaymentServiceUnavailable` is a domain error (`murano.errors`, mapped to 503 by
+`murano.api.errors`), re-exported here.
 """
 
 from __future__ import annotations
 
-from murano.errors import MuranoError
+from murano.errors import PaymentServiceUnavailable
 
 __all__ = ["PaymentRejected", "PaymentServiceUnavailable"]
-
-
-class PaymentServiceUnavailable(MuranoError):
-    """The x402 facilitator did not answer (or answered nonsense)."""
-
-    def __init__(self, message: str = "", *, retry_after_s: int = 10) -> None:
-        super().__init__(
-            message or "The payment service is temporarily unavailable. Please try again later.",
-            headers={"Retry-After": str(retry_after_s)},
-        )
 
 
 class PaymentRejected(Exception):
