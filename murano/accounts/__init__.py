@@ -8,6 +8,8 @@
 
     RateLimiter (ratelimit.py)     fixed-window counters: MemoryRateLimiter, RedisRateLimiter
     KeyManager, LimitReporter      what the admin API and CLI use (management.py)
+    WalletStore                    x402 wallets as account rows, in SqlStore and MemoryStore
+                                   (store.py); `murano.payments` spends from them
 
 `build_accounts(settings)` picks one; nothing here touches a database at import.
 """
@@ -28,7 +30,7 @@ from murano.accounts.records import (
 from murano.accounts.redis_limiter import RedisRateLimiter
 from murano.accounts.sql import SqlStore
 from murano.accounts.static import OpenAccounts, StaticKeyAccounts
-from murano.accounts.store import KeyStore, MemoryStore
+from murano.accounts.store import KeyStore, MemoryStore, WalletStore
 
 __all__ = [
     "BALANCE_HEADER",
@@ -57,6 +59,7 @@ __all__ = [
     "SqlStore",
     "StaticKeyAccounts",
     "UsageRecord",
+    "WalletStore",
     "Window",
     "build_accounts",
     "build_limiter",

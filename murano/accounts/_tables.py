@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["api_keys", "metadata", "reservations", "usage_records"]
+__all__ = ["api_keys", "metadata", "reservations", "usage_records", "x402_payments"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -69,6 +69,9 @@ api_keys = Table(
     Column("revoked_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime, nullable=True),
+    # Set on an x402 wallet's row (lower-case 0x address): an account without a usable
+    # secret, credited by top-ups and drawn on by Sign-In-With-X requests.
+    Column("wallet_address", String(42), nullable=True),
 )
 
 reservations = Table(
@@ -98,4 +101,15 @@ usage_records = Table(
     Column("timings_ms", JSON, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_usage_records_key_id_created_at", "key_id", "created_at"),
+)
+
+# One row per x402 top-up credited: its primary key is what makes a payment credit once.
+x402_payments = Table(
+    "x402_payments",
+    metadata,
+    Column("payment_id", String(255), primary_key=True),
+    Column("address", String(42), nullable=False, index=True),
+    Column("micros", BigInteger, nullable=False),
+    Column("tx", String(128), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
 )

@@ -129,7 +129,11 @@ class LedgerAccounts:
         headers = await self.gate.admit(
             principal.key_id, principal.rpm, charge.model_id, charge.images, balance
         )
-        reservation = await self._reserve(principal.key_id, charge)
+        try:
+            reservation = await self.reserve(principal.key_id, charge)
+        except KeyNotFound:
+            # Revoked between authenticate and admit.
+            raise AuthenticationFailed() from None
         if reservation.available_usd is not None:
             headers |= _balance(reservation.available_usd)
         if reservation.id is None:
@@ -198,17 +202,17 @@ class LedgerAccounts:
     async def list_usage(self, *, key_id: str | None = None, limit: int = 100) -> list[UsageRecord]:
         return await self.store.list_usage(key_id=key_id, limit=limit)
 
-    async def _reserve(self, key_id: str, charge: Charge) -> Reservation:
+    async def reserve(self, key_id: str, charge: Charge) -> Reservation:
+        """Hold `charge.total_usd` of account `key_id` in the store (the balance is short
+        when the reservation has no id), reclaiming its own stale reservations first if
+        that is what stands in the way. KeyNotFound when it is gone or revoked. The x402
+        wallet ledger draws on wallets through this too."""
         args = (key_id, charge.model_id, charge.images, charge.total_usd)
-        try:
-            reservation = await self.store.reserve(*args)
-            if reservation.id is None and self._reclaim_after:
-                cutoff = self._reclaim_cutoff()
-                if await self.store.release_pending(older_than=cutoff, key_id=key_id):
-                    reservation = await self.store.reserve(*args)
-        except KeyNotFound:
-            # Revoked between authenticate and admit.
-            raise AuthenticationFailed() from None
+        reservation = await self.store.reserve(*args)
+        if reservation.id is None and self._reclaim_after:
+            cutoff = self._reclaim_cutoff()
+            if await self.store.release_pending(older_than=cutoff, key_id=key_id):
+                reservation = await self.store.reserve(*args)
         return reservation
 
     def _reclaim_cutoff(self) -> datetime:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import Row, event, func, insert, or_, select, update
+from sqlalchemy import Row, Table, event, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -32,7 +33,8 @@ from sqlalchemy.pool import StaticPool
 from murano.accounts import migrate
 from murano.accounts._keygen import generate_key, hash_key, key_prefix, verify
 from murano.accounts._money import from_micros, to_micros
-from murano.accounts._tables import api_keys, reservations, usage_records
+from murano.accounts._tables import api_keys, reservations, usage_records, x402_payments
+from murano.accounts._wallets import WalletAccount, check_payment
 from murano.accounts.base import Outcome
 from murano.accounts.records import (
     AmbiguousKey,
@@ -55,6 +57,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
 # Every column but the hash, which leaves the database only to be compared.
 _KEY_COLUMNS = [c for c in api_keys.c if c.name != "key_hash"]
+_IS_KEY = api_keys.c.wallet_address.is_(None)
 
 
 def normalize_url(url: str) -> str:
@@ -146,13 +149,13 @@ class SqlStore:
             return await _resolve(conn, ref)
 
     async def list_keys(self) -> list[ApiKey]:
-        query = select(*_KEY_COLUMNS).order_by(api_keys.c.created_at, api_keys.c.id)
+        query = select(*_KEY_COLUMNS).where(_IS_KEY).order_by(api_keys.c.created_at, api_keys.c.id)
         async with self._engine.connect() as conn:
             return [_to_key(row) for row in await conn.execute(query)]
 
     async def count_keys(self) -> int:
         async with self._engine.connect() as conn:
-            count = await conn.scalar(select(func.count()).select_from(api_keys))
+            count = await conn.scalar(select(func.count()).select_from(api_keys).where(_IS_KEY))
         return int(count or 0)
 
     async def revoke_key(self, ref: str) -> ApiKey:
@@ -295,6 +298,53 @@ class SqlStore:
             query = query.where(usage_records.c.key_id == key_id)
         async with self._engine.connect() as conn:
             return [_to_usage(row) for row in await conn.execute(query)]
+
+    def wallet_id(self, address: str) -> str:
+        return WalletAccount.of(address).id
+
+    async def find_wallet(self, address: str) -> ApiKey | None:
+        query = select(*_KEY_COLUMNS).where(api_keys.c.id == WalletAccount.of(address).id)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _to_key(row)
+
+    async def credit_wallet(
+        self, address: str, usd: Decimal, *, payment_id: str, tx: str | None = None
+    ) -> Decimal:
+        wallet = WalletAccount.of(address)
+        micros = check_top_up(usd)
+        check_payment(payment_id, tx)
+        now = utcnow()
+        payment = {
+            "payment_id": payment_id,
+            "address": wallet.address,
+            "micros": micros,
+            "tx": tx,
+            "created_at": now,
+        }
+        # A concurrent insert of the same payment waits for the first one's transaction
+        # and then inserts nothing, so only one of them reaches the balance.
+        record = (
+            self._insert(x402_payments)
+            .values(payment)
+            .on_conflict_do_nothing(index_elements=[x402_payments.c.payment_id])
+            .returning(x402_payments.c.payment_id)
+        )
+        add = self._insert(api_keys).values(wallet.row(micros, now))
+        add = add.on_conflict_do_update(
+            index_elements=[api_keys.c.id],
+            set_={"balance_micros": api_keys.c.balance_micros + add.excluded.balance_micros},
+        )
+        balance = select(api_keys.c.balance_micros).where(api_keys.c.id == wallet.id)
+        async with self._writing() as conn:
+            if (await conn.execute(record)).first() is not None:
+                await conn.execute(add)
+            micros_after = await conn.scalar(balance)
+        return from_micros(micros_after or 0)
+
+    def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        """An INSERT that can say ON CONFLICT, in this database's dialect."""
+        return sqlite.insert(table) if self._sqlite else postgresql.insert(table)
 
     def _create_engine(self, schema: str | None) -> AsyncEngine:
         options: dict[str, Any] = {}

@@ -10,6 +10,10 @@ in-memory twin, with the same semantics:
   exactly once; a second settle is a no-op that returns False;
 - unlimited keys (balance None) reserve too, so every request has one settle and one
   usage record.
+
+`WalletStore` adds x402 wallets: an account row per wallet (see `_wallets`), credited once
+per top-up payment and drawn on with the same `reserve` and `settle`. Wallet rows are not
+keys: `list_keys` and `count_keys` leave them out, and no secret authenticates as one.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Protocol, runtime_checkable
 
 from murano.accounts._keygen import generate_key, hash_key, key_prefix, verify
 from murano.accounts._money import from_micros, to_micros
+from murano.accounts._wallets import WalletAccount, check_payment
 from murano.accounts.base import Outcome
 from murano.accounts.records import (
     AmbiguousKey,
@@ -33,7 +38,7 @@ from murano.accounts.records import (
     UsageRecord,
 )
 
-__all__ = ["KeyStore", "MemoryStore", "check_new_key", "utcnow"]
+__all__ = ["KeyStore", "MemoryStore", "WalletStore", "check_new_key", "utcnow"]
 
 MAX_NAME_LENGTH = 200
 
@@ -101,6 +106,26 @@ class KeyStore(Protocol):
         """Newest first."""
 
 
+@runtime_checkable
+class WalletStore(KeyStore, Protocol):
+    """A key store that also keeps x402 wallets. A wallet is spent from with `reserve` and
+    `settle` under the id `wallet_id(address)`, like a key; an unknown or revoked one is
+    KeyNotFound there."""
+
+    def wallet_id(self, address: str) -> str:
+        """The account id of the wallet at `address` (ValueError for a malformed one)."""
+
+    async def find_wallet(self, address: str) -> ApiKey | None:
+        """The wallet's account, revoked or not; None before its first top-up."""
+
+    async def credit_wallet(
+        self, address: str, usd: Decimal, *, payment_id: str, tx: str | None = None
+    ) -> Decimal:
+        """Record payment `payment_id` and add `usd` to the wallet's balance (creating its
+        account) in one transaction; the balance after. A `payment_id` recorded before
+        adds nothing, also when it is credited concurrently or after a restart."""
+
+
 def check_new_key(
     name: str,
     balance_usd: Decimal | None,
@@ -136,6 +161,7 @@ class _KeyRow:
     digest: str
     balance_micros: int | None
     reserved_micros: int = 0
+    wallet: str | None = None
 
 
 @dataclass(slots=True)
@@ -156,6 +182,7 @@ class MemoryStore:
         self._keys: dict[str, _KeyRow] = {}
         self._holds: dict[str, _Hold] = {}
         self._usage: list[UsageRecord] = []
+        self._payments: dict[str, tuple[str, int, str | None]] = {}
 
     async def start(self) -> None:
         return None
@@ -204,10 +231,10 @@ class MemoryStore:
         return self._row(ref).key
 
     async def list_keys(self) -> list[ApiKey]:
-        return sorted((row.key for row in self._keys.values()), key=lambda k: k.created_at)
+        return sorted((row.key for row in self._key_rows()), key=lambda k: k.created_at)
 
     async def count_keys(self) -> int:
-        return len(self._keys)
+        return sum(1 for _ in self._key_rows())
 
     async def revoke_key(self, ref: str) -> ApiKey:
         row = self._row(ref)
@@ -292,6 +319,36 @@ class MemoryStore:
     async def list_usage(self, *, key_id: str | None = None, limit: int = 100) -> list[UsageRecord]:
         records = [u for u in reversed(self._usage) if key_id is None or u.key_id == key_id]
         return records[:limit]
+
+    def wallet_id(self, address: str) -> str:
+        return WalletAccount.of(address).id
+
+    async def find_wallet(self, address: str) -> ApiKey | None:
+        row = self._keys.get(WalletAccount.of(address).id)
+        return None if row is None else row.key
+
+    async def credit_wallet(
+        self, address: str, usd: Decimal, *, payment_id: str, tx: str | None = None
+    ) -> Decimal:
+        wallet = WalletAccount.of(address)
+        micros = check_top_up(usd)
+        check_payment(payment_id, tx)
+        if payment_id not in self._payments:
+            self._payments[payment_id] = (wallet.address, micros, tx)
+            row = self._keys.get(wallet.id) or self._new_wallet(wallet)
+            row.balance_micros = (row.balance_micros or 0) + micros
+            self._refresh(row)
+        after = self._keys.get(wallet.id)
+        return from_micros(0 if after is None else after.balance_micros or 0)
+
+    def _new_wallet(self, wallet: WalletAccount) -> _KeyRow:
+        zero = from_micros(0)
+        key = ApiKey(wallet.id, wallet.name, wallet.prefix, False, zero, zero, None, utcnow())
+        row = self._keys[wallet.id] = _KeyRow(key, wallet.digest, 0, wallet=wallet.address)
+        return row
+
+    def _key_rows(self) -> list[_KeyRow]:
+        return [row for row in self._keys.values() if row.wallet is None]
 
     def _row(self, ref: str) -> _KeyRow:
         if ref in self._keys:
