@@ -1,0 +1,90 @@
+"""Smoke test of the benchmarks: `benchmarks/run.py --quick` starts the real servers, runs
+every benchmark end to end and writes each result file with the rows the README promises.
+Numbers from quick mode mean nothing, so none is checked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def first_cells(markdown: str, header: str) -> list[str]:
+    """The first column of the Markdown table whose first header cell is `header`."""
+    lines = markdown.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(f"| {header} |"):
+            rows = []
+            for row in lines[i + 2 :]:
+                if not row.startswith("|"):
+                    break
+                rows.append(row.split("|")[1].strip())
+            return rows
+    raise AssertionError(f"no table headed {header!r} in:\n{markdown}")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return out
+
+
+def test_index_links_every_result(results: Path) -> None:
+    index = (results / "README.md").read_text()
+    assert first_cells(index, "benchmark")[:2] == ["overhead", "throughput"]
+    assert "[overhead.md](overhead.md)" in index
+    assert "[throughput.md](throughput.md)" in index
+    assert "failed" not in index
+
+
+@pytest.mark.parametrize("name", ["overhead", "throughput"])
+def test_results_describe_the_machine(results: Path, name: str) -> None:
+    text = (results / f"{name}.md").read_text()
+    assert first_cells(text, "machine") == [
+        "CPU",
+        "cores",
+        "torch threads",
+        "torch",
+        "python",
+        "date",
+    ]
+
+
+def test_overhead_compares_murano_with_the_direct_pipeline(results: Path) -> None:
+    text = (results / "overhead.md").read_text()
+    tables = text.split("\n## ")[1:]
+    models = [t.split(":")[0] for t in tables if t.startswith(("murano-tiny", "sd-turbo"))]
+    assert models == ["murano-tiny", "sd-turbo-shaped (mini)"]
+    for table in tables[:2]:
+        assert first_cells(table, "way") == [
+            "direct pipeline call (PIL)",
+            "direct pipeline call + WebP encode",
+            "murano over HTTP",
+            "murano over HTTP, watermark on",
+            "murano over HTTP, uncompressed response",
+            "server: inference",
+            "server: total",
+        ]
+    assert text.count("murano / direct = **") == 2
+
+
+def test_throughput_has_every_load_and_the_batch_scaling(results: Path) -> None:
+    text = (results / "throughput.md").read_text()
+    assert first_cells(text, "clients") == ["1", "4", "16", "64"]
+    assert first_cells(text, "batch") == ["1", "4", "16"]
+    assert "murano / ceiling" in text and "murano / naive" in text
