@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     x402_networks: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["eip155:8453"])
     x402_asset: str | None = None
     x402_facilitator_url: str = "https://x402.org/facilitator"
+    # Wallet credits (top-up, then Sign-In-With-X); kept in the SQL accounts database only.
+    x402_wallets: bool = False
 
     _csv = field_validator(
         "api_keys", "model_sources", "blocked_terms", "x402_networks", mode="before"

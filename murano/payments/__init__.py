@@ -6,10 +6,12 @@ bought with x402 top-ups and used with Sign-In-With-X, as Venice does.
                                                          ├── ExactPayments ── x402ResourceServer
                                                          │                    └── facilitator (HTTP)
                                                          ├── SignIn (x402 sign-in-with-x)
-                                                         ├── WalletLedger (balances)
+                                                         ├── WalletLedger (balances, in
+                                                         │   the accounts database)
                                                          └── TopUps ── POST /api/v1/x402/top-up
 
-Build one with `build_payment_gate(settings, ...)`; see each module for the semantics.
+Build one with `build_payment_gate(settings, wallets=build_wallet_ledger(settings, accounts))`;
+see each module for the semantics.
 """
 
 from murano.payments.context import X402Context, X402Request, bind_request, current_request
@@ -21,13 +23,17 @@ from murano.payments.nonces import MemoryNonces, Nonces, RedisNonces
 from murano.payments.siwx import SignIn
 from murano.payments.topup import TopUp, TopUpRejected, TopUps
 from murano.payments.wallet import (
+    AccountsWalletLedger,
     InsufficientWalletBalance,
     MemoryWalletLedger,
     WalletHold,
     WalletLedger,
+    build_wallet_ledger,
+    wallet_ledger_for,
 )
 
 __all__ = [
+    "AccountsWalletLedger",
     "ExactPayments",
     "InsufficientWalletBalance",
     "MemoryNonces",
@@ -48,5 +54,7 @@ __all__ = [
     "X402Request",
     "bind_request",
     "build_payment_gate",
+    "build_wallet_ledger",
     "current_request",
+    "wallet_ledger_for",
 ]

@@ -7,21 +7,40 @@ reserve the charge before generating, then settle: commit when the images were d
 release otherwise. `credit` is idempotent per `payment_id`, so a top-up that is retried
 after it was settled credits the wallet once.
 
-`MemoryWalletLedger` is the in-memory twin: balances are lost when the process stops, so
-it is for tests and trials; real deployments keep wallets in the accounts store.
+    AccountsWalletLedger    wallets as account rows of the accounts' `WalletStore`: in
+                            SQLite or PostgreSQL (`SqlAccounts`), so balances bought with
+                            USDC survive restarts, crash recovery at start releases their
+                            holds, and their spending is in the usage records
+    MemoryWalletLedger      the same on `MemoryAccounts`, for tests and trials: balances
+                            are lost when the process stops
+
+`build_wallet_ledger(settings, accounts)` is what the app calls (`x402_wallets`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
-from murano.accounts.base import Charge, Outcome
+from murano.accounts.base import Accounts, Charge, Outcome
+from murano.accounts.ledger import LedgerAccounts, MemoryAccounts
+from murano.accounts.records import ApiKey, KeyNotFound
+from murano.accounts.store import WalletStore
+from murano.errors import AuthenticationFailed
+from murano.settings import Settings
 
-__all__ = ["InsufficientWalletBalance", "MemoryWalletLedger", "WalletHold", "WalletLedger"]
+__all__ = [
+    "AccountsWalletLedger",
+    "InsufficientWalletBalance",
+    "MemoryWalletLedger",
+    "WalletHold",
+    "WalletLedger",
+    "build_wallet_ledger",
+    "wallet_ledger_for",
+]
+
+_ZERO = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +69,11 @@ class WalletLedger(Protocol):
     async def available(self, address: str) -> Decimal:
         """Balance less pending holds; 0 for a wallet never seen."""
 
-    async def credit(self, address: str, usd: Decimal, *, payment_id: str) -> Decimal:
-        """Add a settled top-up; the new balance. A `payment_id` already credited adds
-        nothing (and returns the current balance)."""
+    async def credit(
+        self, address: str, usd: Decimal, *, payment_id: str, tx: str | None = None
+    ) -> Decimal:
+        """Add a settled top-up (`tx`: its transaction, for the record); the new balance.
+        A `payment_id` already credited adds nothing (and returns the current balance)."""
 
     async def reserve(self, address: str, charge: Charge) -> WalletHold:
         """Hold `charge.total_usd`; InsufficientWalletBalance when the available balance
@@ -63,45 +84,81 @@ class WalletLedger(Protocol):
         left. Idempotent: a hold already settled changes nothing."""
 
 
-class MemoryWalletLedger:
-    """`WalletLedger` in a dict, guarded by one lock."""
+class AccountsWalletLedger:
+    """`WalletLedger` on `accounts`' key store, which must be a `WalletStore`.
 
-    def __init__(self) -> None:
-        self._balances: dict[str, Decimal] = {}
-        self._holds: dict[str, WalletHold] = {}
-        self._payments: set[str] = set()
-        self._lock = asyncio.Lock()
+    A wallet never credited has nothing to spend; one whose account the operator revoked
+    (`murano keys revoke <its prefix>`) is refused with AuthenticationFailed.
+    """
+
+    def __init__(self, accounts: LedgerAccounts) -> None:
+        if not isinstance(accounts.store, WalletStore):
+            raise TypeError(f"{type(accounts.store).__name__} cannot keep x402 wallets")
+        self.accounts = accounts
+        self.store: WalletStore = accounts.store
 
     async def available(self, address: str) -> Decimal:
-        return self._available(address.lower())
+        return _spendable(await self.store.find_wallet(address))
 
-    async def credit(self, address: str, usd: Decimal, *, payment_id: str) -> Decimal:
-        if usd <= 0:
-            raise ValueError(f"a top-up must be positive, not {usd}")
-        key = address.lower()
-        async with self._lock:
-            if payment_id not in self._payments:
-                self._payments.add(payment_id)
-                self._balances[key] = self._balances.get(key, Decimal(0)) + usd
-            return self._balances.get(key, Decimal(0))
+    async def credit(
+        self, address: str, usd: Decimal, *, payment_id: str, tx: str | None = None
+    ) -> Decimal:
+        return await self.store.credit_wallet(address, usd, payment_id=payment_id, tx=tx)
 
     async def reserve(self, address: str, charge: Charge) -> WalletHold:
-        key, usd = address.lower(), charge.total_usd
-        async with self._lock:
-            available = self._available(key)
-            if available < usd:
-                raise InsufficientWalletBalance(key, available, usd)
-            hold = WalletHold(uuid.uuid4().hex, key, usd, available)
-            self._holds[hold.id] = hold
-            return hold
+        account, address, usd = self.store.wallet_id(address), address.lower(), charge.total_usd
+        try:
+            reservation = await self.accounts.reserve(account, charge)
+        except KeyNotFound:
+            return await self._no_account(address, usd)
+        available = reservation.available_usd or _ZERO
+        if reservation.id is None:
+            raise InsufficientWalletBalance(address, available, usd)
+        return WalletHold(reservation.id, address, usd, available)
 
     async def settle(self, hold: WalletHold, outcome: Outcome) -> Decimal:
-        async with self._lock:
-            held = self._holds.pop(hold.id, None)
-            if held is not None and outcome is Outcome.DELIVERED:
-                self._balances[hold.address] -= hold.amount_usd
-            return self._balances.get(hold.address, Decimal(0))
+        if hold.id:
+            await self.store.settle(hold.id, outcome, None)
+        wallet = await self.store.find_wallet(hold.address)
+        return _ZERO if wallet is None else wallet.balance_usd or _ZERO
 
-    def _available(self, key: str) -> Decimal:
-        held = sum((h.amount_usd for h in self._holds.values() if h.address == key), Decimal(0))
-        return self._balances.get(key, Decimal(0)) - held
+    async def _no_account(self, address: str, usd: Decimal) -> WalletHold:
+        if await self.store.find_wallet(address) is not None:
+            raise AuthenticationFailed("This wallet has been blocked on this server.")
+        if usd > 0:
+            raise InsufficientWalletBalance(address, _ZERO, usd)
+        # A free request from a wallet never credited: there is nothing to hold.
+        return WalletHold("", address, usd, _ZERO)
+
+
+class MemoryWalletLedger(AccountsWalletLedger):
+    """`AccountsWalletLedger` on accounts of its own in memory."""
+
+    def __init__(self) -> None:
+        super().__init__(MemoryAccounts())
+
+
+def wallet_ledger_for(accounts: Accounts) -> WalletLedger | None:
+    """A ledger keeping wallets in `accounts`' own store (`SqlAccounts`, `MemoryAccounts`);
+    None for accounts without one (static keys, --no-auth)."""
+    if isinstance(accounts, LedgerAccounts) and isinstance(accounts.store, WalletStore):
+        return AccountsWalletLedger(accounts)
+    return None
+
+
+def build_wallet_ledger(settings: Settings, accounts: Accounts) -> WalletLedger | None:
+    """The ledger for wallet credits when `settings.x402_wallets` is on, else None."""
+    if not settings.x402_wallets:
+        return None
+    ledger = wallet_ledger_for(accounts)
+    if ledger is None:
+        raise ValueError(
+            "x402_wallets keeps wallet balances in the accounts database, which these "
+            f"accounts ({type(accounts).__name__}) do not have: use accounts_backend 'sql' "
+            "with auth on, or turn x402_wallets off"
+        )
+    return ledger
+
+
+def _spendable(wallet: ApiKey | None) -> Decimal:
+    return _ZERO if wallet is None else wallet.available_usd or _ZERO
