@@ -1,6 +1,8 @@
 """Fixtures for the x402 tests: a local facilitator on a fake chain, payers built with the
 x402 client SDK and `eth_account` keys, and gates built from settings the way the app does.
-Everything is offline: the only sockets are on 127.0.0.1."""
+Wallet balances are kept in memory and in the accounts database (SQLite, PostgreSQL): every
+test of wallet credits runs on each. Everything else is offline: the only sockets are on
+127.0.0.1."""
 
 from __future__ import annotations
 
@@ -38,7 +40,9 @@ from x402.schemas import (
 from murano.accounts.base import Admission, Charge, Principal
 from murano.errors import PaymentRequired as PaymentRequiredError
 from murano.payments import (
+    AccountsWalletLedger,
     MemoryWalletLedger,
+    WalletLedger,
     X402Gate,
     X402Request,
     bind_request,
@@ -46,6 +50,7 @@ from murano.payments import (
 )
 from murano.payments.assets import legacy_network
 from murano.settings import Settings
+from tests.accounts.conftest import LEDGERS, make_database
 from tests.payments.chain import FakeUsdc
 from tests.payments.facilitator import NETWORK, LocalFacilitator
 
@@ -180,14 +185,24 @@ async def gate(tmp_path: Path, facilitator: LocalFacilitator) -> AsyncIterator[X
     await built.close()
 
 
-@pytest.fixture
-def ledger() -> MemoryWalletLedger:
-    return MemoryWalletLedger()
+@pytest.fixture(params=LEDGERS)
+async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[WalletLedger]:
+    """Wallet balances in memory, or in the accounts database as the server keeps them."""
+    if request.param == "memory":
+        yield MemoryWalletLedger()
+        return
+    async with make_database(request.param, tmp_path) as database:
+        accounts = database.accounts()
+        await accounts.start()
+        try:
+            yield AccountsWalletLedger(accounts)
+        finally:
+            await accounts.close()
 
 
 @pytest.fixture
 async def wallet_gate(
-    tmp_path: Path, facilitator: LocalFacilitator, ledger: MemoryWalletLedger
+    tmp_path: Path, facilitator: LocalFacilitator, ledger: WalletLedger
 ) -> AsyncIterator[X402Gate]:
     built = build_payment_gate(
         gate_settings(tmp_path, facilitator.url), wallets=ledger, public_url=ORIGIN
