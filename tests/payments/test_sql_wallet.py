@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import insert, select
 from x402.extensions.sign_in_with_x import (
@@ -431,15 +432,22 @@ async def test_top_up_then_spend_with_sign_in_across_a_restart(
     assert len(token.transfers) == 1  # the top-up; the images came out of the credit
 
 
-async def test_a_wallet_without_credit_gets_the_wallet_402(
-    database: Database, tmp_path: Path, facilitator: LocalFacilitator, token: FakeUsdc
+async def test_a_wallet_spent_down_gets_the_wallet_402(
+    database: Database, tmp_path: Path, facilitator: LocalFacilitator, buyer: Buyer
 ) -> None:
-    broke = Buyer(token)
-    async with server(database, tmp_path, facilitator) as (app, _), app.client() as http:
-        discovery = (await http.post(GENERATE, json=BODY)).json()
-        header = await broke.sign_in(discovery["extensions"]["sign-in-with-x"])
-        response = await http.post(GENERATE, json=BODY, headers={"SIGN-IN-WITH-X": header})
+    async with server(database, tmp_path, facilitator) as (app, accounts):
+        await wallets(accounts).credit(buyer.address, Decimal("0.01"), payment_id="p1")
+        async with app.client() as http:
 
-    assert response.status_code == 402
-    assert response.json()["reason"] == "insufficient_balance"
-    assert response.json()["currentBalanceUsd"] == 0
+            async def generate() -> httpx.Response:
+                discovery = (await http.post(GENERATE, json=BODY)).json()
+                header = await buyer.sign_in(discovery["extensions"]["sign-in-with-x"])
+                return await http.post(GENERATE, json=BODY, headers={"SIGN-IN-WITH-X": header})
+
+            spent, empty = await generate(), await generate()
+
+    assert spent.status_code == 200, spent.text
+    assert spent.headers["x-balance-remaining"] == "0.000000"
+    assert empty.status_code == 402
+    assert empty.json()["reason"] == "insufficient_balance"
+    assert empty.json()["currentBalanceUsd"] == 0
