@@ -1,0 +1,95 @@
+"""Tiny random-weight diffusers pipelines, built from code with no hub access.
+
+They serve two purposes: fixtures for tests of every model family murano serves, and the
+server's embedded default model (`build_default_model`), which renders 1024² in well under
+a second on a small CPU so that a fresh install can answer requests before any real weights
+are downloaded.
+
+Importing this package is cheap: torch, diffusers and transformers load only when a
+builder runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from murano.engine.tiny import sd
+
+__all__ = [
+    "DEFAULT_MODEL_CFG",
+    "DEFAULT_MODEL_STEPS",
+    "FAMILIES",
+    "build_default_model",
+    "build_tiny",
+]
+
+
+class _Builder(Protocol):
+    def __call__(self, out_dir: Path, *, seed: int = 0) -> Path: ...
+
+
+_BUILDERS: Mapping[str, _Builder] = {"sd": sd.build_sd}
+
+FAMILIES: tuple[str, ...] = tuple(_BUILDERS)
+
+# The embedded model's recommended call: 4 Euler steps (its scheduler uses "trailing"
+# spacing, so even 1–2 steps start from pure noise) with classifier-free guidance on, so the
+# prompt visibly steers the image.
+DEFAULT_MODEL_STEPS: int = 4
+DEFAULT_MODEL_CFG: float = 7.5
+
+# Written last, once `save_pretrained` has returned: only its presence says that a folder
+# holds a finished build (and is ours), whatever else the folder contains.
+_COMPLETE_MARKER = ".murano-complete"
+
+
+def build_tiny(family: str, out_dir: Path, *, seed: int = 0) -> Path:
+    """Build the tiny test pipeline of `family` into `out_dir` and return `out_dir`."""
+    builder = _BUILDERS.get(family)
+    if builder is None:
+        raise ValueError(f"unknown model family {family!r}; known families: {', '.join(FAMILIES)}")
+    return builder(out_dir, seed=seed)
+
+
+def build_default_model(out_dir: Path) -> Path:
+    """The server's embedded default model in `out_dir`, built there on first use.
+
+    Idempotent: a complete model already in `out_dir` is returned as is. The build goes to
+    a temporary folder beside `out_dir` and is renamed into place, so an interrupted build
+    never leaves a half-written model behind.
+    """
+    if _is_complete(out_dir):
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        sd.build_sd(staging, profile="default")
+        (staging / _COMPLETE_MARKER).touch()
+        _move_into_place(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def _is_complete(model_dir: Path) -> bool:
+    return (model_dir / _COMPLETE_MARKER).is_file()
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    if out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()  # an empty folder made ahead of time (say, a mount point's child)
+    try:
+        os.rename(staging, out_dir)
+    except OSError:
+        # Either another process renamed its own build into place first (that one is as
+        # good), or out_dir holds something else, which is not ours to delete.
+        if not _is_complete(out_dir):
+            raise FileExistsError(
+                f"{out_dir} exists and is not a complete murano default model; "
+                "remove it or choose another folder"
+            ) from None
