@@ -93,9 +93,11 @@ def create_app(
         model_rpm = {entry.id: entry.rpm for entry in engine.catalog if entry.rpm is not None}
         accounts = build_accounts(settings, model_rpm=model_rpm)
     if payment_gate is None and settings.x402_pay_to:
-        from murano.payments import build_payment_gate
+        from murano.payments import build_payment_gate, build_wallet_ledger
 
-        payment_gate = build_payment_gate(settings)
+        payment_gate = build_payment_gate(
+            settings, wallets=build_wallet_ledger(settings, accounts)
+        )
     if not accounts.auth_required:
         log.warning(
             "AUTHENTICATION IS OFF (--no-auth): anyone who can reach this server can use it"

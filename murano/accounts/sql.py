@@ -336,11 +336,20 @@ class SqlStore:
             set_={"balance_micros": api_keys.c.balance_micros + add.excluded.balance_micros},
         )
         balance = select(api_keys.c.balance_micros).where(api_keys.c.id == wallet.id)
-        async with self._writing() as conn:
-            if (await conn.execute(record)).first() is not None:
-                await conn.execute(add)
-            micros_after = await conn.scalar(balance)
-        return from_micros(micros_after or 0)
+        for attempt in range(3):
+            try:
+                async with self._writing() as conn:
+                    if (await conn.execute(record)).first() is not None:
+                        await conn.execute(add)
+                    micros_after = await conn.scalar(balance)
+                return from_micros(micros_after or 0)
+            except IntegrityError:
+                # Two first top-ups of a new wallet at once: PostgreSQL may report the other
+                # unique index (key_hash) before the ON CONFLICT target; the whole
+                # transaction rolled back, and a retry finds the row and adds to it.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
         """An INSERT that can say ON CONFLICT, in this database's dialect."""

@@ -96,7 +96,12 @@ class TopUps:
             ) from None
         address = payment.payer.lower()
         try:
-            balance = await self.ledger.credit(address, payment.usd, payment_id=payment.nonce_key)
+            balance = await self.ledger.credit(
+                address,
+                payment.usd,
+                payment_id=payment.nonce_key,
+                tx=getattr(settled, "transaction", None) or None,
+            )
         except Exception:
             # Settled on-chain but not credited: the operator must reconcile by hand.
             log.critical(
