@@ -6,7 +6,9 @@ WebP, decoded by the client) and (2) loaded in this process with
 `DiffusionPipeline.from_pretrained(dir)` and called directly with the same prompt, size,
 steps, guidance and seed (`output_type="pil"`), then, as the second baseline, followed by
 murano's own WebP encode. Both are warmed up first; timed runs alternate between murano
-and the direct call so that drift on a shared machine hits both alike.
+and the direct call so that drift on a shared machine hits both alike. On the tiny model
+two more murano requests are timed for information: watermark on (murano's default) and
+an uncompressed response.
 
 Models: the embedded default model ("murano-tiny", at its default steps and 1024²) and an
 SD-Turbo-shaped pipeline (SD 2.1's real UNet and VAE, random weights: see `_models.py`)

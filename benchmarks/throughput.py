@@ -1,20 +1,22 @@
 """Throughput under concurrency: murano's batching scheduler against a naive server and the
 bare pipeline's ceiling, on the embedded default model ("murano-tiny").
 
-At each load (1, 4, 16, 64 clients) three ways of making images are measured back to back:
+At each load (1, 4, 16, 64 clients) three ways of making images take turns, in rounds
+(ceiling, murano, naive; again), so that a burst of load from elsewhere on the machine hits
+one round rather than one way; each way's rate is the median over its rounds:
 
 * murano: a real `murano serve` subprocess (`MURANO_MAX_BATCH_IMAGES`=16), driven by
   `clients` asyncio tasks that each send requests back to back (httpx, JSON with a base64
-  WebP, decoded) for a fixed time; requests still in flight then finish and count.
+  WebP, decoded) for the round's time; the requests then in flight finish and count.
 * naive: `naive_server.py` (FastAPI + diffusers, one global lock, one pipeline call per
   request, the same WebP encode), driven the same way.
 * ceiling: this process calling the same pipeline in a loop with the batch size murano
   could at best form (the client count, capped at its batch limit), no encode, no HTTP.
 
-images/s = images answered / (last answer − start). Latency percentiles leave out each
-client's first request (they all start at once, a transient) when enough remain. The
-pipeline's own batch scaling is measured too: on a small CPU it bounds what any batching
-can gain.
+images/s = images answered / (last answer − start). Latency percentiles pool the rounds
+and leave out each client's first request of a round (they all start at once, a transient)
+when enough remain. The pipeline's own batch scaling is measured first: on a small CPU it
+bounds what any batching can gain.
 
     .venv/bin/python benchmarks/throughput.py [--quick] [--out DIR]
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import math
 import re
 import sys
 import tempfile
@@ -42,6 +45,7 @@ from _common import (
     Table,
     fmt,
     free_port,
+    median,
     murano_spec,
     percentile,
     running_servers,
@@ -62,12 +66,14 @@ TARGET_CLIENTS = 16
 class Config:
     size: int
     clients: tuple[int, ...]
-    duration_s: float
+    # Each way runs `rounds` times per load, `round_s` seconds each.
+    rounds: int
+    round_s: float
     max_batch: int
     batches: tuple[int, ...]
-    # The offline loop runs each batch size at least this long (and at least 3 calls).
-    ceiling_s: float
-    # Sizes whose offline batch scaling is shown too, for comparison.
+    # The scaling pass times each batch size for at least this long (and 3 calls).
+    scaling_s: float
+    # Sizes whose offline batch scaling is shown too (batches 1, 4, 16), for comparison.
     other_sizes: tuple[int, ...] = ()
 
 
@@ -76,19 +82,21 @@ class Config:
 FULL = Config(
     size=256,
     clients=(1, 4, 16, 64),
-    duration_s=12.0,
+    rounds=3,
+    round_s=4.0,
     max_batch=16,
     batches=(1, 2, 4, 8, 16),
-    ceiling_s=4.0,
+    scaling_s=2.0,
     other_sizes=(512,),
 )
 QUICK = Config(
     size=64,
     clients=(1, 4, 16, 64),
-    duration_s=1.0,
+    rounds=1,
+    round_s=0.5,
     max_batch=16,
     batches=(1, 4, 16),
-    ceiling_s=0.3,
+    scaling_s=0.2,
 )
 
 
@@ -97,8 +105,9 @@ class Load:
     images_per_s: float
     latencies: list[float]
     requests: int
-    # murano only: mean images per pipeline call during the run, from /metrics.
-    mean_batch: float = float("nan")
+    # murano only, from /metrics: mean images and seconds per pipeline call.
+    mean_batch: float = math.nan
+    call_s: float = math.nan
 
     @property
     def p50(self) -> float:
@@ -153,26 +162,17 @@ def _body(config: Config, steps: int, cfg: float) -> dict[str, Any]:
     }
 
 
-def _mean_batch(base: str) -> tuple[float, float]:
-    """(sum, count) of murano's images-per-pipeline-call histogram."""
+_COUNTERS = ("batch_images_sum", "batch_images_count", "inference_seconds_sum")
+
+
+def _counters(base: str) -> dict[str, float]:
+    """murano's images-per-call histogram and pipeline seconds, from /metrics."""
     text = httpx.get(f"{base}/metrics", timeout=30).text
     found = {}
-    for name in ("sum", "count"):
-        match = re.search(rf"^murano_batch_images_{name}\{{[^}}]*\}} (\S+)$", text, re.M)
+    for name in _COUNTERS:
+        match = re.search(rf"^murano_{name}\{{[^}}]*\}} (\S+)$", text, re.M)
         found[name] = float(match.group(1)) if match else 0.0
-    return found["sum"], found["count"]
-
-
-def measure_server(
-    base: str, clients: int, config: Config, body: dict[str, Any], *, metrics: bool
-) -> Load:
-    before = _mean_batch(base) if metrics else (0.0, 0.0)
-    load = asyncio.run(_drive(base, clients, config.duration_s, body))
-    if metrics:
-        after = _mean_batch(base)
-        calls = after[1] - before[1]
-        load.mean_batch = (after[0] - before[0]) / calls if calls else float("nan")
-    return load
+    return found
 
 
 def warm_up(base: str, config: Config, body: dict[str, Any]) -> None:
@@ -181,35 +181,56 @@ def warm_up(base: str, config: Config, body: dict[str, Any]) -> None:
     asyncio.run(_drive(base, config.max_batch, 0.0, body))
 
 
+def _combine(rounds: list[Load]) -> Load:
+    return Load(
+        median([r.images_per_s for r in rounds]),
+        [latency for r in rounds for latency in r.latencies],
+        sum(r.requests for r in rounds),
+    )
+
+
 # -- the offline ceiling ----------------------------------------------------------------
 
 
-def measure_ceiling(
-    pipe: Any, batch: int, config: Config, steps: int, cfg: float, size: int | None = None
-) -> Load:
-    import torch
+@dataclass(frozen=True)
+class Offline:
+    """The pipeline called in this process, as murano's backend calls it."""
 
-    side = size or config.size
+    pipe: Any
+    steps: int
+    cfg: float
 
-    def call(seed: int) -> float:
+    def call(self, batch: int, size: int, seed: int) -> float:
+        import torch
+
         began = time.perf_counter()
         with torch.inference_mode():
-            pipe(
+            self.pipe(
                 prompt=[PROMPT] * batch,
-                width=side,
-                height=side,
-                num_inference_steps=steps,
-                guidance_scale=cfg,
+                width=size,
+                height=size,
+                num_inference_steps=self.steps,
+                guidance_scale=self.cfg,
                 generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(batch)],
                 output_type="pil",
             )
         return time.perf_counter() - began
 
-    call(0)  # warm-up
-    times: list[float] = []
-    while len(times) < 3 or sum(times) < config.ceiling_s:
-        times.append(call(len(times) * batch + 1))
-    return Load(batch * len(times) / sum(times), times, len(times))
+    def scaling(self, batch: int, size: int, min_s: float) -> Load:
+        """Per-call times (after one warm-up call); images/s from the median call."""
+        self.call(batch, size, 0)
+        times: list[float] = []
+        while len(times) < 3 or sum(times) < min_s:
+            times.append(self.call(batch, size, 1 + len(times) * batch))
+        return Load(batch / median(times), times, len(times))
+
+    def loop(self, batch: int, size: int, duration_s: float) -> Load:
+        """Calls back to back for `duration_s` (at least one), as a server round runs."""
+        times: list[float] = []
+        start = time.perf_counter()
+        while not times or time.perf_counter() - start < duration_s:
+            times.append(self.call(batch, size, 1 + len(times) * batch))
+        return Load(batch * len(times) / (time.perf_counter() - start), times, len(times))
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -240,47 +261,69 @@ class Level:
     batch: int
 
 
-# size → batch → the offline loop's result
+# size → batch → the scaling pass's result
 Scaling = dict[int, dict[int, Load]]
+
+
+def measure_level(
+    clients: int,
+    servers: tuple[str, str],
+    offline: Offline,
+    config: Config,
+    body: dict[str, Any],
+) -> Level:
+    murano, naive = servers
+    batch = min(clients, config.max_batch)
+    rounds: dict[str, list[Load]] = {"ceiling": [], "murano": [], "naive": []}
+    before = _counters(murano)
+    for _ in range(config.rounds):
+        rounds["ceiling"].append(offline.loop(batch, config.size, config.round_s))
+        rounds["murano"].append(asyncio.run(_drive(murano, clients, config.round_s, body)))
+        rounds["naive"].append(asyncio.run(_drive(naive, clients, config.round_s, body)))
+    after = _counters(murano)
+    level = Level(
+        clients,
+        _combine(rounds["murano"]),
+        _combine(rounds["naive"]),
+        _combine(rounds["ceiling"]),
+        batch,
+    )
+    delta = {name: after[name] - before[name] for name in _COUNTERS}
+    calls = delta["batch_images_count"]
+    if calls:
+        level.murano.mean_batch = delta["batch_images_sum"] / calls
+        level.murano.call_s = delta["inference_seconds_sum"] / calls
+    return level
 
 
 def measure(config: Config, log: Callable[[str], None]) -> tuple[list[Level], Scaling]:
     from murano.engine.tiny import DEFAULT_MODEL_CFG, DEFAULT_MODEL_STEPS
 
-    steps, cfg = DEFAULT_MODEL_STEPS, DEFAULT_MODEL_CFG
-    body = _body(config, steps, cfg)
+    body = _body(config, DEFAULT_MODEL_STEPS, DEFAULT_MODEL_CFG)
     levels: list[Level] = []
-    scaling: Scaling = {size: {} for size in (config.size, *config.other_sizes)}
+    scaling: Scaling = {config.size: {}}
+    scaling.update({size: {} for size in config.other_sizes})
     with tempfile.TemporaryDirectory(prefix="murano-bench-") as tmp:
         murano_server, naive_server, model_dir = _servers(Path(tmp), config)
         with running_servers(murano_server, naive_server) as (murano, naive):
-            pipe = load_pipeline(model_dir)
+            offline = Offline(load_pipeline(model_dir), DEFAULT_MODEL_STEPS, DEFAULT_MODEL_CFG)
             for size, by_batch in scaling.items():
-                for batch in config.batches:
-                    by_batch[batch] = measure_ceiling(pipe, batch, config, steps, cfg, size)
+                batches = config.batches if size == config.size else (1, 4, 16)
+                for batch in batches:
+                    by_batch[batch] = offline.scaling(batch, size, config.scaling_s)
                     rate = by_batch[batch].images_per_s
                     log(f"offline {size}² batch {batch}: {rate:.2f} images/s")
-            ceiling = scaling[config.size]
             warm_up(murano, config, body)
             warm_up(naive, config, body)
             for clients in config.clients:
-                batch = min(clients, config.max_batch)
-                if batch not in ceiling:
-                    ceiling[batch] = measure_ceiling(pipe, batch, config, steps, cfg)
-                level = Level(
-                    clients,
-                    measure_server(murano, clients, config, body, metrics=True),
-                    measure_server(naive, clients, config, body, metrics=False),
-                    ceiling[batch],
-                    batch,
-                )
+                level = measure_level(clients, (murano, naive), offline, config, body)
                 levels.append(level)
                 log(
                     f"{clients} clients: murano {level.murano.images_per_s:.2f}, naive "
                     f"{level.naive.images_per_s:.2f}, ceiling {level.ceiling.images_per_s:.2f}"
                     " images/s"
                 )
-    return levels, {size: dict(sorted(b.items())) for size, b in scaling.items()}
+    return levels, scaling
 
 
 # -- report -----------------------------------------------------------------------------
@@ -297,6 +340,7 @@ def _main_table(levels: list[Level]) -> Table:
                 fmt(m.p50),
                 fmt(m.p99),
                 fmt(m.mean_batch, 1),
+                fmt(m.call_s),
                 fmt(n.images_per_s, 2),
                 fmt(n.p50),
                 fmt(n.p99),
@@ -306,7 +350,8 @@ def _main_table(levels: list[Level]) -> Table:
             ]
         )
     headers = ["clients", "murano img/s", "murano p50 s", "murano p99 s"]
-    headers += ["murano images per call", "naive img/s", "naive p50 s", "naive p99 s"]
+    headers += ["murano images per call", "murano s per call"]
+    headers += ["naive img/s", "naive p50 s", "naive p99 s"]
     headers += ["ceiling img/s", "murano / ceiling", "murano / naive"]
     return Table(headers, rows)
 
@@ -331,13 +376,16 @@ def report(config: Config, levels: list[Level], scaling: Scaling, quick: bool) -
 
     parts = [
         f"Model: murano-tiny (the embedded default model) at {config.size}×{config.size}, "
-        f"{DEFAULT_MODEL_STEPS} steps, cfg {DEFAULT_MODEL_CFG:g} (its defaults). Each load "
-        f"runs {config.duration_s:g} s per server, then the requests in flight finish and "
-        f"count. murano runs with MURANO_MAX_BATCH_IMAGES={config.max_batch} and no batch "
-        "wait; every request asks for `safe_mode: false`, `hide_watermark: true`, WebP. "
-        "Latencies are per request (ceiling: per pipeline call, in the scaling table). "
-        '"images per call" is murano\'s mean batch during the run (from /metrics). The load '
-        "generator runs on the same CPU as the servers.",
+        f"{DEFAULT_MODEL_STEPS} steps, cfg {DEFAULT_MODEL_CFG:g} (its defaults). At each load "
+        f"the three ways take turns for {config.rounds} round(s) of {config.round_s:g} s "
+        "(the requests in flight at the end of a round finish and count); images/s is the "
+        "median over the rounds, latencies pool them. murano runs with "
+        f"MURANO_MAX_BATCH_IMAGES={config.max_batch} and no batch wait; every request asks "
+        "for `safe_mode: false`, `hide_watermark: true`, WebP. Latencies are per request; "
+        "the ceiling's, per pipeline call, are in the scaling table (whose images/s are "
+        'batch / median call time). "images per call" and "s per call" are murano\'s mean '
+        "batch and pipeline time per batch during the load (from /metrics), to compare with "
+        "the offline call times. The load generator runs on the same CPU as the servers.",
         "",
         _main_table(levels).markdown(),
         "",
@@ -391,13 +439,18 @@ def _verdict(config: Config, levels: list[Level], scaling: Scaling, quick: bool)
             "their previous images and sending the next. `MURANO_BATCH_WAIT_MS` trades a "
             "little latency for fuller batches."
         )
-    if vs_ceiling < TARGET_CEILING:
+    m = at.murano
+    if vs_ceiling < TARGET_CEILING and not math.isnan(m.call_s):
+        inside = m.mean_batch / m.call_s
         lines.append(
-            "- The rest of the gap to the ceiling is work the ceiling leaves out that runs "
-            "on the same two cores as the pipeline here: the WebP encode on the "
-            "post-processing threads, JSON, base64 and compression, the HTTP server's event "
-            "loop, and the load generator itself. On a GPU these run beside the device "
-            "instead of taking cores from it."
+            f"- Inside murano the pipeline itself made {inside:.1f} images/s "
+            f"({m.mean_batch:.1f} images per {m.call_s:.3f} s call) against the ceiling's "
+            f"{at.ceiling.images_per_s:.1f}. The rest of the gap is work the ceiling leaves "
+            "out, and here it runs on the same two cores as the pipeline: the WebP encode on "
+            "the post-processing threads, JSON, base64 and compression on the event loop, "
+            "and the load generator itself; each of those threads also preempts one of "
+            "torch's two OpenMP threads, which slows the pipeline call. On a GPU they run "
+            "beside the device instead."
         )
     return "\n".join(lines)
 
