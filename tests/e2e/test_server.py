@@ -237,7 +237,7 @@ def test_healthz_answers_while_a_generation_runs(server: str) -> None:
 
     def long_generation() -> None:
         _post(
-            server, "/image/generate", {"model": MODEL, "prompt": "x", "variants": 4, "steps": 30}
+            server, "/image/generate", {"model": MODEL, "prompt": "x", "variants": 4, "steps": 20}
         )
         finished.set()
 
