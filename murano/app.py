@@ -18,6 +18,8 @@ from murano.api import health, image, models
 from murano.api.errors import install_error_handlers
 from murano.api.middleware import BodyGuard, Compression, RequestContext
 from murano.api.serving import ImageService, PaymentGate
+from murano.catalog.entries import ModelEntry
+from murano.engine.backend import Backend
 from murano.engine.engine import Engine
 from murano.engine.scheduler import Inspector, SchedulerConfig
 from murano.metrics import Metrics
@@ -42,9 +44,16 @@ def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | No
         model_dir = build_default_model(settings.default_model_dir)
         default = default_entry(model_dir, steps=DEFAULT_MODEL_STEPS, cfg_scale=DEFAULT_MODEL_CFG)
     catalog = build_catalog(settings.models_file, settings.model_sources, default)
+
+    def factory(entry: ModelEntry) -> Backend:
+        # MURANO_DEVICE is the device of every entry that says "auto".
+        if entry.device == "auto" and settings.device != "auto":
+            entry = entry.model_copy(update={"device": settings.device})
+        return load_backend(entry)
+
     return Engine(
         catalog,
-        load_backend,
+        factory,
         config=SchedulerConfig(
             max_batch_images=settings.max_batch_images,
             batch_wait_s=settings.batch_wait_ms / 1000,
