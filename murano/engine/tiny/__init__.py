@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from murano.engine.tiny import sd
+from murano.engine.tiny import sd, sdxl
 
 __all__ = [
     "DEFAULT_MODEL_CFG",
@@ -33,7 +33,12 @@ class _Builder(Protocol):
     def __call__(self, out_dir: Path, *, seed: int = 0) -> Path: ...
 
 
-_BUILDERS: Mapping[str, _Builder] = {"sd": sd.build_sd}
+# Keyed by the family names murano uses; each builder writes a `save_pretrained` folder
+# that `DiffusionPipeline.from_pretrained` loads offline.
+_BUILDERS: Mapping[str, _Builder] = {
+    "sd": sd.build_sd,
+    "sdxl": sdxl.build_sdxl,
+}
 
 FAMILIES: tuple[str, ...] = tuple(_BUILDERS)
 

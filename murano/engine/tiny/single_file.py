@@ -11,8 +11,9 @@ export is not tied to SD's `layers_per_block=2`. Loading back needs the diffuser
 `config=`, since the hub (where the loader would fetch configs) is out of reach.
 
 Each family is one entry of `_EXPORTERS`, keyed by the pipeline class recorded in
-`model_index.json`. SDXL can reuse `unet_to_ldm` and `vae_to_ldm` unchanged and add its
-second (OpenCLIP-layout) text encoder under `conditioner.embedders.1.model.`.
+`model_index.json` (so the file's own family picks the layout): SD 1.x, and SDXL, whose
+first text encoder keeps the HF-CLIP layout under `conditioner.embedders.0.transformer.`
+and whose second is rewritten to OpenCLIP's layout under `conditioner.embedders.1.model.`.
 """
 
 from __future__ import annotations
@@ -27,13 +28,22 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["clip_to_ldm", "export_single_file", "unet_to_ldm", "vae_to_ldm"]
+__all__ = [
+    "SINGLE_FILE_PIPELINES",
+    "clip_to_ldm",
+    "export_single_file",
+    "open_clip_to_ldm",
+    "unet_to_ldm",
+    "vae_to_ldm",
+]
 
 StateDict = dict[str, "Tensor"]
 
 _UNET_PREFIX = "model.diffusion_model."
 _VAE_PREFIX = "first_stage_model."
 _CLIP_PREFIX = "cond_stage_model.transformer."
+_SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer."
+_SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."
 
 # diffusers' UNet ResnetBlock2D names → LDM ResBlock names.
 _UNET_RESNET = (
@@ -82,7 +92,7 @@ def export_single_file(pipeline_dir: Path, out_file: Path) -> Path:
     class_name = _read_json(pipeline_dir / "model_index.json")["_class_name"]
     exporter = _EXPORTERS.get(class_name)
     if exporter is None:
-        known = ", ".join(sorted(_EXPORTERS))
+        known = ", ".join(SINGLE_FILE_PIPELINES)
         raise ValueError(f"cannot export a {class_name} to a single file; supported: {known}")
     state = exporter(pipeline_dir)
     partial = out_file.with_name(out_file.name + ".partial")
@@ -102,9 +112,26 @@ def _export_sd(pipeline_dir: Path) -> StateDict:
     }
 
 
+def _export_sdxl(pipeline_dir: Path) -> StateDict:
+    unet, unet_config = _load_component(pipeline_dir / "unet")
+    vae, _ = _load_component(pipeline_dir / "vae")
+    text_encoder, _ = _load_component(pipeline_dir / "text_encoder")
+    text_encoder_2, _ = _load_component(pipeline_dir / "text_encoder_2")
+    return {
+        **_prefixed(_UNET_PREFIX, unet_to_ldm(unet, unet_config)),
+        **_prefixed(_VAE_PREFIX, vae_to_ldm(vae)),
+        **_prefixed(_SDXL_CLIP_PREFIX, clip_to_ldm(text_encoder)),
+        **_prefixed(_SDXL_OPEN_CLIP_PREFIX, open_clip_to_ldm(text_encoder_2)),
+    }
+
+
 _EXPORTERS: Mapping[str, Callable[[Path], StateDict]] = {
     "StableDiffusionPipeline": _export_sd,
+    "StableDiffusionXLPipeline": _export_sdxl,
 }
+
+# Pipeline classes `export_single_file` can write, by the name `model_index.json` records.
+SINGLE_FILE_PIPELINES: tuple[str, ...] = tuple(sorted(_EXPORTERS))
 
 
 def unet_to_ldm(state: Mapping[str, Tensor], config: Mapping[str, Any]) -> StateDict:
@@ -208,6 +235,56 @@ def clip_to_ldm(state: Mapping[str, Tensor]) -> StateDict:
         key if key.startswith(("text_model.", "text_projection")) else f"text_model.{key}": value
         for key, value in state.items()
     }
+
+
+# transformers CLIP names → OpenCLIP names, inside `text_model.encoder.layers.N.`.
+_OPEN_CLIP_LAYER = (
+    ("layer_norm1", "ln_1"),
+    ("layer_norm2", "ln_2"),
+    ("mlp.fc1", "mlp.c_fc"),
+    ("mlp.fc2", "mlp.c_proj"),
+    ("self_attn.out_proj", "attn.out_proj"),
+)
+_OPEN_CLIP_TOP_LEVEL = {
+    "text_model.embeddings.position_embedding.weight": "positional_embedding",
+    "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+    "text_model.final_layer_norm.weight": "ln_final.weight",
+    "text_model.final_layer_norm.bias": "ln_final.bias",
+}
+_CLIP_LAYER = re.compile(r"text_model\.encoder\.layers\.(\d+)\.(.+)")
+_QKV = ("q_proj", "k_proj", "v_proj")
+
+
+def open_clip_to_ldm(state: Mapping[str, Tensor]) -> StateDict:
+    """A transformers `CLIPTextModelWithProjection` state → OpenCLIP's layout (no prefix).
+
+    OpenCLIP keeps attention as one fused `in_proj` (q, k, v stacked) and the projection
+    as a bare matrix applied as `x @ text_projection`, the transpose of a linear weight.
+    """
+    import torch
+
+    converted: StateDict = {"text_projection": state["text_projection.weight"].T.contiguous()}
+    fused: dict[str, dict[str, Tensor]] = {}
+    for key, value in state.items():
+        if key in _OPEN_CLIP_TOP_LEVEL:
+            converted[_OPEN_CLIP_TOP_LEVEL[key]] = value
+        elif match := _CLIP_LAYER.fullmatch(key):
+            layer, rest = match[1], match[2]
+            module, _, param = rest.rpartition(".")
+            projection = module.removeprefix("self_attn.")
+            if projection in _QKV:
+                fused.setdefault(f"transformer.resblocks.{layer}.attn.in_proj_{param}", {})[
+                    projection
+                ] = value
+            else:
+                converted[f"transformer.resblocks.{layer}.{_rename(rest, _OPEN_CLIP_LAYER)}"] = (
+                    value
+                )
+        elif key not in ("text_projection.weight", "text_model.embeddings.position_ids"):
+            raise ValueError(f"no OpenCLIP name for text encoder key {key!r}")
+    for key, parts in fused.items():
+        converted[key] = torch.cat([parts[name] for name in _QKV])
+    return converted
 
 
 def _rename(rest: str, pairs: tuple[tuple[str, str], ...]) -> str:
