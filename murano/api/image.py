@@ -9,9 +9,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from murano.accounts.base import Principal
 from murano.api.deps import CurrentPrincipal, Service
 from murano.api.protocol import OPENAI_SIZES, GenerateImageRequest, OpenAIImageRequest
-from murano.api.serving import Generated, OutputRequest
+from murano.api.serving import Generated, ImageService, OutputRequest
 from murano.catalog.check import MAX_SIDE, GenerationParams
 from murano.catalog.styles import STYLE_NAMES
 from murano.errors import InvalidRequest
@@ -32,6 +33,30 @@ def _log(request: Request, params: GenerationParams, generated: Generated | None
     request.state.log_fields = fields
 
 
+async def _generate(
+    request: Request,
+    principal: Principal,
+    service: ImageService,
+    params: GenerationParams,
+    output: OutputRequest,
+    *,
+    received: float,
+    endpoint: str,
+) -> Generated:
+    """Both endpoints' common path: log fields, generate, log the timings."""
+    _log(request, params, None)
+    generated = await service.generate(
+        principal,
+        params,
+        output,
+        received=received,
+        is_disconnected=request.is_disconnected,
+        endpoint=endpoint,
+    )
+    _log(request, params, generated)
+    return generated
+
+
 @router.post("/image/generate", response_model=None)
 async def generate_image(
     body: GenerateImageRequest, request: Request, principal: CurrentPrincipal, service: Service
@@ -46,7 +71,6 @@ async def generate_image(
             "variants", "variants > 1 is only supported when return_binary is false."
         )
     params = service.resolve(body.model, body, max_side=MAX_SIDE)
-    _log(request, params, None)
     output = OutputRequest(
         fmt=body.format,
         safe_mode=body.safe_mode,
@@ -55,15 +79,9 @@ async def generate_image(
         style_preset=body.style_preset,
         binary=body.return_binary,
     )
-    generated = await service.generate(
-        principal,
-        params,
-        output,
-        received=received,
-        is_disconnected=request.is_disconnected,
-        endpoint="image/generate",
+    generated = await _generate(
+        request, principal, service, params, output, received=received, endpoint="image/generate"
     )
-    _log(request, params, generated)
     if body.return_binary:
         data = generated.rendered.images[0]
         fmt = sniff_format(data) or body.format
@@ -110,22 +128,21 @@ async def openai_generations(
         safe_mode=body.moderation != "low",
     )
     params = service.resolve(model, native, max_side=OPENAI_MAX_SIDE)
-    _log(request, params, None)
     output = OutputRequest(
         fmt=body.output_format,
         safe_mode=body.moderation != "low",
         hide_watermark=False,
         embed_metadata=False,
     )
-    generated = await service.generate(
+    generated = await _generate(
+        request,
         principal,
+        service,
         params,
         output,
         received=received,
-        is_disconnected=request.is_disconnected,
         endpoint="images/generations",
     )
-    _log(request, params, generated)
     image = generated.rendered.images[0]
     b64 = base64.b64encode(image).decode()
     if body.response_format == "url":

@@ -22,7 +22,6 @@ from murano.errors import (
     DeadlineExceeded,
     JobCancelled,
     MuranoError,
-    PaymentRequired,
 )
 from murano.imaging.encode import ImageFormat, encode
 from murano.imaging.metadata import ImageMetadata
@@ -140,8 +139,6 @@ class ImageService:
     async def _admit(self, principal: Principal, charge: Charge) -> Admission:
         if principal.anonymous and self.payment_gate is not None:
             return await self.payment_gate(principal, charge)
-        if principal.anonymous and self.accounts.auth_required:
-            raise PaymentRequired({"error": "Payment required"})
         return await self.accounts.admit(principal, charge)
 
     async def _settle(self, admission: Admission, outcome: Outcome, timings: JobTimings) -> None:
