@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from murano.engine.tiny import sd, sdxl
+from murano.engine.tiny import flux, sd, sdxl, z_image
 
 __all__ = [
     "DEFAULT_MODEL_CFG",
@@ -38,6 +38,8 @@ class _Builder(Protocol):
 _BUILDERS: Mapping[str, _Builder] = {
     "sd": sd.build_sd,
     "sdxl": sdxl.build_sdxl,
+    "flux": flux.build_flux,
+    "z-image": z_image.build_z_image,
 }
 
 FAMILIES: tuple[str, ...] = tuple(_BUILDERS)
