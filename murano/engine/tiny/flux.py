@@ -9,6 +9,7 @@ patches of a 4-channel latent. `guidance_embeds=True` makes it a guidance-distil
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from murano.engine.tiny._tokenizers import build_clip_tokenizer, build_t5_tokeni
 __all__ = ["FLUX_VAE_LATENTS", "build_flux", "flux_pipeline", "flux_transformer_config"]
 
 # FLUX.1's latent statistics (the real VAE's scaling and shift).
-FLUX_VAE_LATENTS: dict[str, float] = {"scaling_factor": 0.3611, "shift_factor": 0.1159}
+FLUX_VAE_LATENTS: Mapping[str, Any] = {"scaling_factor": 0.3611, "shift_factor": 0.1159}
 _TEXT_WIDTH = 32
 
 
