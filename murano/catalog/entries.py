@@ -10,6 +10,16 @@ revision = "main"                  # optional hub revision pin
 dtype = "bfloat16"                 # optional: the family's default
 device = "auto"                    # auto: cuda, then mps, then cpu
 load = "start"                     # or "first-use"
+cpu_offload = false                # cuda only: keep weights in CPU RAM between calls
+cfg_scale = 0.0                    # optional: the family's default
+config = "stabilityai/stable-diffusion-xl-base-1.0"  # single-file sources: their configs
+scheduler = "EulerAncestralDiscreteScheduler"        # optional: else the model's own
+scheduler_config = { timestep_spacing = "trailing" } # optional overrides of its config
+[[models.loras]]                   # optional, loaded once with the model
+source = "owner/lora-repo"         # hub repo id, local directory or .safetensors file
+weight_name = "lora.safetensors"   # the file inside a repo or directory
+scale = 0.8                        # at lora_strength 50 (or absent); 100 doubles it
+fixed = false                      # true: always at `scale`, fused (speed-up LoRAs)
 [models.model_spec]                # Venice's model_spec field names
 name = "Z-Image Turbo"
 """
@@ -35,8 +45,13 @@ class LoraEntry(BaseModel):
 
     source: str
     weight_name: str | None = None
+    revision: str | None = None
     scale: float = Field(default=1.0, ge=0.0, le=2.0)
-    adapter_name: str | None = None
+    # PEFT keys its layers by this name, so it cannot hold a dot.
+    adapter_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+$")
+    # A LoRA the model is always run with (a step-distillation "Lightning" LoRA, say):
+    # fused into the weights at load, never touched by `lora_strength`.
+    fixed: bool = False
 
 
 class ModelEntry(BaseModel):
@@ -56,6 +71,10 @@ class ModelEntry(BaseModel):
     cfg_scale: float | None = None
     # For a single-file source: a diffusers-format directory or repo with its configs.
     config: str | None = None
+    # A diffusers scheduler class to use instead of the model's own, built from the model's
+    # scheduler config with `scheduler_config` overrides.
+    scheduler: str | None = None
+    scheduler_config: dict[str, Any] = Field(default_factory=dict)
     created: int = 0
     loras: list[LoraEntry] = Field(default_factory=list)
     model_spec: ModelSpec
@@ -150,6 +169,14 @@ def build_entry(raw: dict[str, Any], *, family: str) -> ModelEntry:
     base = spec_for_family(info, spec_raw["name"]).constraints.model_dump(exclude_none=True)
     spec_raw["constraints"] = {**base, **(spec_raw.get("constraints") or {})}
     try:
-        return ModelEntry.model_validate({**raw, "family": family, "model_spec": spec_raw})
+        entry = ModelEntry.model_validate({**raw, "family": family, "model_spec": spec_raw})
     except ValidationError as exc:
         raise ValueError(f"model entry {raw.get('id')!r}: {exc}") from exc
+    divisor = entry.constraints.widthHeightDivisor
+    if divisor % info.divisor:
+        # The pipeline would round or refuse such sizes; the catalog must refuse them first.
+        raise ValueError(
+            f"model entry {entry.id!r}: widthHeightDivisor {divisor} is not a multiple of"
+            f" {info.divisor}, which the {family} family needs; use {info.divisor}"
+        )
+    return entry
