@@ -1,18 +1,46 @@
 """One small adapter per model family: how a batch of jobs becomes pipeline arguments, and
-which jobs may share a call. `adapter_for(name)` finds the adapter of a family."""
+which jobs may share a call. `adapter_for(name)` finds the adapter of a family; the
+families' defaults and the cfg_scale mapping are in `murano.catalog.families`.
+
+    family      adapter            module
+    sd, sdxl,   ClassicCfgAdapter  base.py      guidance_scale + negative_prompt
+    sd3,
+    chroma,
+    z-image
+    hidream     HiDreamAdapter     hidream.py   classic CFG; exact size (default_sample_size)
+    flux        FluxAdapter        flux.py      guidance embedding; true CFG with a negative
+    flux2       Flux2Adapter       flux.py      guidance embedding only
+    qwen-image  QwenImageAdapter   qwen_image.py  true CFG, " " when no negative prompt
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Hashable
 
 from murano.catalog.check import GenerationParams
 from murano.catalog.entries import ModelEntry
 from murano.engine.families.base import Adapter, ClassicCfgAdapter
+from murano.engine.families.flux import Flux2Adapter, FluxAdapter
+from murano.engine.families.hidream import HiDreamAdapter
+from murano.engine.families.qwen_image import QwenImageAdapter
+from murano.engine.lora import effective_strength
 
 __all__ = ["ADAPTERS", "Adapter", "adapter_for", "batch_key"]
 
 ADAPTERS: dict[str, Adapter] = {
-    "sd": ClassicCfgAdapter("sd", "StableDiffusionPipeline"),
+    adapter.family: adapter
+    for adapter in (
+        ClassicCfgAdapter("sd"),
+        ClassicCfgAdapter("sdxl"),
+        ClassicCfgAdapter("sd3"),
+        FluxAdapter("flux"),
+        Flux2Adapter("flux2"),
+        ClassicCfgAdapter("chroma"),
+        ClassicCfgAdapter("z-image"),
+        QwenImageAdapter("qwen-image"),
+        HiDreamAdapter("hidream"),
+    )
 }
 
 
@@ -25,5 +53,9 @@ def adapter_for(family: str) -> Adapter:
 
 
 def batch_key(entry: ModelEntry, params: GenerationParams) -> tuple[Hashable, ...]:
-    """The engine's batch key for a model: its family adapter's."""
-    return adapter_for(entry.family).batch_key(params)
+    """The engine's batch key for a model: its family adapter's, with `lora_strength` as
+    the model uses it (absent = the default strength; ignored without LoRAs), so requests
+    that differ only in an unused field still share a call."""
+    strength = effective_strength(entry, params.lora_strength)
+    normalized = dataclasses.replace(params, lora_strength=strength)
+    return adapter_for(entry.family).batch_key(normalized)

@@ -1,0 +1,33 @@
+"""FLUX.1 (dev, schnell, Krea) and FLUX.2: guidance-distilled transformers.
+
+FLUX.1's `guidance_scale` feeds the distilled guidance embedding (schnell, which has none,
+ignores it). Its pipeline also runs true classifier-free guidance when given a negative
+prompt and `true_cfg_scale > 1`; murano's one rule: `cfg_scale` is the guidance, and with a
+negative prompt it is the true-CFG scale as well (so a negative prompt needs cfg_scale > 1,
+and doubles the work of the call). FLUX.2 has only the embedding: no negative prompt, which
+the catalog refuses before a job is made.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from murano.engine.families.base import Adapter
+
+__all__ = ["Flux2Adapter", "FluxAdapter"]
+
+
+class FluxAdapter(Adapter):
+    def guidance(self, cfg_scale: float, negatives: list[str]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"guidance_scale": cfg_scale}
+        if any(negatives) and cfg_scale > 1:
+            kwargs["negative_prompt"] = negatives
+            kwargs["true_cfg_scale"] = cfg_scale
+        return kwargs
+
+
+class Flux2Adapter(Adapter):
+    def guidance(self, cfg_scale: float, negatives: list[str]) -> dict[str, Any]:
+        if any(negatives):
+            raise ValueError(f"the {self.family} family takes no negative prompt")
+        return {"guidance_scale": cfg_scale}
