@@ -1,9 +1,14 @@
 """Building the catalog from settings: a models file, `--model ID=SOURCE` entries, or, when
-neither is given, the embedded default model."""
+neither is given, the embedded default model. An entry without a `family` gets the one its
+source says: `model_index.json` of a diffusers directory or repo, or the keys of a single
+`.safetensors` checkpoint (SD 1.x/2.x, SDXL); its constraints are then the family's."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,7 +17,13 @@ from murano.catalog.entries import Catalog, ModelEntry, build_entry, load_models
 from murano.catalog.families import detect_family
 from murano.catalog.spec import Constraints, ModelSpec, Price, Pricing, StepsConstraint
 
-__all__ = ["DEFAULT_MODEL_ID", "build_catalog", "default_entry", "read_pipeline_class"]
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "build_catalog",
+    "default_entry",
+    "read_pipeline_class",
+    "single_file_family",
+]
 
 DEFAULT_MODEL_ID = "murano-tiny"
 
@@ -59,11 +70,80 @@ def default_entry(model_dir: Path, *, steps: int, cfg_scale: float) -> ModelEntr
     )
 
 
+# diffusers' names for the single-file checkpoint types murano serves, by family.
+_SINGLE_FILE_TYPES = {"v1": "sd", "v2": "sd", "xl_base": "sdxl"}
+
+
+class _LazyCheckpoint(Mapping[str, Any]):
+    """A safetensors file as a state dict that reads a tensor only when asked for it:
+    telling the model type apart needs a few small tensors of a multi-GB file."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._keys: list[str] = list(handle.keys())
+        self._key_set = set(self._keys)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._key_set:
+            raise KeyError(key)
+        return self._handle.get_tensor(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._key_set
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def single_file_family(source: str, revision: str | None = None) -> str:
+    """The family of an original-layout (LDM) `.safetensors` checkpoint: a local path, a
+    URL or a hub file path. diffusers' `infer_diffusers_model_type` decides; its fallback
+    ("v1" for anything it does not recognise) is trusted only for an LDM UNet, and an SDXL
+    checkpoint too small for diffusers' marker key (a test model) is known by its second
+    text encoder."""
+    # diffusers is untyped; these two are its own single-file loader's first steps.
+    utils: Any = importlib.import_module("diffusers.loaders.single_file_utils")
+
+    if Path(source).is_file():
+        from safetensors import safe_open
+
+        with safe_open(source, framework="pt") as handle:
+            checkpoint: Mapping[str, Any] = _LazyCheckpoint(handle)
+            model_type = str(utils.infer_diffusers_model_type(checkpoint))
+            keys = list(checkpoint)
+    else:
+        checkpoint = utils.load_single_file_checkpoint(
+            source, revision=revision, token=os.environ.get("HF_TOKEN")
+        )
+        model_type = str(utils.infer_diffusers_model_type(checkpoint))
+        keys = list(checkpoint)
+    if model_type == "v1":
+        if any(key.startswith("conditioner.embedders.1.model.") for key in keys):
+            model_type = "xl_base"
+        elif not any(key.startswith("model.diffusion_model.") for key in keys):
+            raise ValueError(f"{source}: not a Stable Diffusion checkpoint murano recognises")
+    family = _SINGLE_FILE_TYPES.get(model_type)
+    if family is None:
+        served = ", ".join(sorted(set(_SINGLE_FILE_TYPES.values())))
+        raise ValueError(
+            f"{source}: a {model_type!r} checkpoint; murano loads single files of {served}"
+            " only (give a diffusers-format directory or repo for other models)"
+        )
+    return family
+
+
 def _with_family(raw: dict[str, Any]) -> ModelEntry:
     family = raw.get("family")
     if not isinstance(family, str):
         source = str(raw.get("source", ""))
-        family = detect_family(read_pipeline_class(source, raw.get("revision"))).name
+        revision = raw.get("revision")
+        if source.endswith(".safetensors"):
+            family = single_file_family(source, revision)
+        else:
+            family = detect_family(read_pipeline_class(source, revision)).name
     return build_entry(raw, family=family)
 
 

@@ -1,12 +1,19 @@
 """The real backend: a diffusers pipeline loaded with `from_pretrained` (a hub repo id or a
-local directory) or `from_single_file` (one `.safetensors` checkpoint), run one batch at a
-time with one seeded generator per image."""
+local directory) or `from_single_file` (one `.safetensors` checkpoint), its LoRAs loaded
+once, run one batch at a time with one seeded generator per image.
+
+Loading, in order: the weights (hub cache, `revision` pin, `HF_TOKEN`, safetensors only;
+single files take their component configs from the entry's `config`, a diffusers-format
+directory or repo of the same family), the entry's scheduler if it names one, its LoRAs,
+the family adapter's `prepare`, then the device (or model CPU offload on cuda).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from PIL.Image import Image
@@ -15,8 +22,16 @@ from murano.catalog.check import GenerationParams
 from murano.catalog.entries import ModelEntry
 from murano.engine.families import Adapter, adapter_for
 from murano.engine.families.base import expand
+from murano.engine.lora import LoraScaler, load_loras
 
-__all__ = ["DiffusersBackend", "load_backend", "resolve_device"]
+__all__ = [
+    "DiffusersBackend",
+    "is_single_file",
+    "load_backend",
+    "load_pipeline",
+    "pipeline_memory_bytes",
+    "resolve_device",
+]
 
 log = logging.getLogger("murano.engine")
 
@@ -34,39 +49,73 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
+def is_single_file(source: str) -> bool:
+    """Whether `source` names one checkpoint file (a path or URL) rather than a diffusers
+    folder or repo."""
+    return source.endswith(".safetensors")
+
+
 def _dtype(name: str | None, family_default: str, device: str) -> Any:
     import torch
 
     # Half precision on a CPU is slow or unsupported for many kernels: use float32 there.
     chosen = "float32" if device == "cpu" else (name or family_default)
-    try:
-        return getattr(torch, chosen)
-    except AttributeError:
-        raise ValueError(f"unknown dtype {chosen!r}") from None
+    value = getattr(torch, chosen, None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {chosen!r}")
+    return value
+
+
+def _from_weights(entry: ModelEntry, pipeline_cls: Any, dtype: Any) -> Any:
+    token = os.environ.get("HF_TOKEN")
+    if is_single_file(entry.source):
+        if not entry.family_info.single_file:
+            raise ValueError(
+                f"model {entry.id!r}: the {entry.family} family does not load from one"
+                " .safetensors file; give a diffusers-format directory or repo"
+            )
+        # A local `config` directory needs no network; a repo id is fetched (or cached).
+        config = entry.config
+        local = config is not None and Path(config).is_dir()
+        return pipeline_cls.from_single_file(
+            entry.source,
+            config=config,
+            torch_dtype=dtype,
+            local_files_only=local,
+            revision=entry.revision,
+            token=token,
+        )
+    return pipeline_cls.from_pretrained(
+        entry.source,
+        revision=entry.revision,
+        torch_dtype=dtype,
+        use_safetensors=True,
+        token=token,
+    )
+
+
+def _set_scheduler(pipe: Any, entry: ModelEntry) -> None:
+    import diffusers
+
+    if entry.scheduler is None:
+        if entry.scheduler_config:
+            pipe.scheduler = type(pipe.scheduler).from_config(
+                pipe.scheduler.config, **entry.scheduler_config
+            )
+        return
+    scheduler_cls = getattr(diffusers, entry.scheduler, None)
+    if scheduler_cls is None or not hasattr(scheduler_cls, "from_config"):
+        raise ValueError(f"model {entry.id!r}: unknown diffusers scheduler {entry.scheduler!r}")
+    pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, **entry.scheduler_config)
 
 
 def load_pipeline(entry: ModelEntry, adapter: Adapter, device: str) -> Any:
     import diffusers
 
-    family = entry.family_info
-    dtype = _dtype(entry.dtype, family.default_dtype, device)
-    pipeline_cls = getattr(diffusers, adapter.pipeline_class)
-    source = entry.source
-    if source.endswith(".safetensors"):
-        # Community fine-tunes: one checkpoint file. `config` (a diffusers-format directory
-        # or repo of the same family) supplies the component configs without a download.
-        config = entry.config
-        pipe = pipeline_cls.from_single_file(
-            source, config=config, torch_dtype=dtype, local_files_only=config is not None
-        )
-    else:
-        pipe = pipeline_cls.from_pretrained(
-            source,
-            revision=entry.revision,
-            torch_dtype=dtype,
-            use_safetensors=True,
-            token=os.environ.get("HF_TOKEN"),
-        )
+    dtype = _dtype(entry.dtype, entry.family_info.default_dtype, device)
+    pipe = _from_weights(entry, getattr(diffusers, adapter.pipeline_class), dtype)
+    _set_scheduler(pipe, entry)
+    load_loras(pipe, entry)
     adapter.prepare(pipe)
     if entry.cpu_offload and device.startswith("cuda"):
         pipe.enable_model_cpu_offload()
@@ -76,6 +125,19 @@ def load_pipeline(entry: ModelEntry, adapter: Adapter, device: str) -> Any:
     return pipe
 
 
+def pipeline_memory_bytes(pipe: Any) -> int:
+    """Bytes of the pipeline's weights as loaded (parameters and buffers of every torch
+    component, LoRA layers included), wherever they live."""
+    import torch
+
+    total = 0
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            for tensor in (*component.parameters(), *component.buffers()):
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
 class DiffusersBackend:
     def __init__(self, entry: ModelEntry, pipeline: Any, adapter: Adapter, device: str) -> None:
         self.model_id = entry.id
@@ -83,13 +145,20 @@ class DiffusersBackend:
         self.pipeline = pipeline
         self.adapter = adapter
         self.device = device
+        self.memory_bytes = pipeline_memory_bytes(pipeline)
+        self._loras = LoraScaler(entry)
 
     def generate(self, batch: Sequence[GenerationParams]) -> list[list[Image]]:
         import torch
 
+        if self.pipeline is None:
+            raise RuntimeError(f"model {self.model_id} was unloaded")
         _, _, seeds = expand(batch)
         generator_device = "cpu" if self.device == "mps" else self.device
         generators = [torch.Generator(generator_device).manual_seed(seed) for seed in seeds]
+        # The batch key keeps jobs of one strength together: the head's is everyone's.
+        self._loras.apply(self.pipeline, batch[0].lora_strength)
+        self.adapter.before_call(self.pipeline, batch)
         kwargs = self.adapter.call_kwargs(batch)
         with torch.inference_mode():
             output = self.pipeline(**kwargs, generator=generators, output_type="pil")
