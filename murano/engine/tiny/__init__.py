@@ -16,14 +16,16 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Protocol
 
-from murano.engine.tiny import flux, sd, sdxl, z_image
+from murano.engine.tiny import chroma, flux, flux2, hidream, qwen_image, sd, sd3, sdxl, z_image
 
 __all__ = [
     "DEFAULT_MODEL_CFG",
     "DEFAULT_MODEL_STEPS",
     "FAMILIES",
+    "PIPELINE_CLASSES",
     "build_default_model",
     "build_tiny",
 ]
@@ -38,11 +40,31 @@ class _Builder(Protocol):
 _BUILDERS: Mapping[str, _Builder] = {
     "sd": sd.build_sd,
     "sdxl": sdxl.build_sdxl,
+    "sd3": sd3.build_sd3,
     "flux": flux.build_flux,
+    "flux2": flux2.build_flux2,
+    "chroma": chroma.build_chroma,
     "z-image": z_image.build_z_image,
+    "qwen-image": qwen_image.build_qwen_image,
+    "hidream": hidream.build_hidream,
 }
 
 FAMILIES: tuple[str, ...] = tuple(_BUILDERS)
+
+# The diffusers pipeline class each family's tiny model is, as `model_index.json` records it.
+PIPELINE_CLASSES: Mapping[str, str] = MappingProxyType(
+    {
+        "sd": "StableDiffusionPipeline",
+        "sdxl": "StableDiffusionXLPipeline",
+        "sd3": "StableDiffusion3Pipeline",
+        "flux": "FluxPipeline",
+        "flux2": "Flux2Pipeline",
+        "chroma": "ChromaPipeline",
+        "z-image": "ZImagePipeline",
+        "qwen-image": "QwenImagePipeline",
+        "hidream": "HiDreamImagePipeline",
+    }
+)
 
 # The embedded model's recommended call: 4 Euler steps (its scheduler uses "trailing"
 # spacing, so even 1–2 steps start from pure noise) with classifier-free guidance on, so the
