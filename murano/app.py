@@ -104,9 +104,7 @@ def create_app(
     if payment_gate is None and settings.x402_pay_to:
         from murano.payments import build_payment_gate, build_wallet_ledger
 
-        payment_gate = build_payment_gate(
-            settings, wallets=build_wallet_ledger(settings, accounts)
-        )
+        payment_gate = build_payment_gate(settings, wallets=build_wallet_ledger(settings, accounts))
     if not accounts.auth_required:
         log.warning(
             "AUTHENTICATION IS OFF (--no-auth): anyone who can reach this server can use it"
