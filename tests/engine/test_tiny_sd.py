@@ -115,12 +115,12 @@ def test_clip_tokenizer_pads_with_the_token_asked_for(tmp_path: Path) -> None:
 # --- building and loading ----------------------------------------------------------------
 
 
-def test_families_lists_sd() -> None:
-    assert FAMILIES == ("sd",)
+def test_families_include_sd() -> None:
+    assert "sd" in FAMILIES
 
 
 def test_unknown_family_names_the_known_ones(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"'sdxxl'.*known families: sd"):
+    with pytest.raises(ValueError, match=r"'sdxxl'.*known families: .*\bsd\b"):
         build_tiny("sdxxl", tmp_path)
 
 
@@ -196,7 +196,7 @@ def test_single_file_export_loads_and_matches_folder(
 
 def test_single_file_export_refuses_other_pipelines(tmp_path: Path) -> None:
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
-    with pytest.raises(ValueError, match=r"WanPipeline.*supported: StableDiffusionPipeline"):
+    with pytest.raises(ValueError, match=r"WanPipeline.*supported:.*StableDiffusionPipeline"):
         export_single_file(tmp_path, tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
 
