@@ -15,6 +15,10 @@ cfg_scale = 0.0                    # optional: the family's default
 config = "stabilityai/stable-diffusion-xl-base-1.0"  # single-file sources: their configs
 scheduler = "EulerAncestralDiscreteScheduler"        # optional: else the model's own
 scheduler_config = { timestep_spacing = "trailing" } # optional overrides of its config
+max_sequence_length = 256          # optional: the family's
+[models.components.vae]            # optional: a component from elsewhere
+source = "madebyollin/sdxl-vae-fp16-fix"
+class = "AutoencoderKL"            # a diffusers or transformers class
 [[models.loras]]                   # optional, loaded once with the model
 source = "owner/lora-repo"         # hub repo id, local directory or .safetensors file
 weight_name = "lora.safetensors"   # the file inside a repo or directory
@@ -37,7 +41,7 @@ from murano.catalog.families import Family, get_family
 from murano.catalog.spec import Constraints, ModelSpec, StepsConstraint
 from murano.errors import ModelNotFound
 
-__all__ = ["Catalog", "LoraEntry", "ModelEntry", "load_models_file"]
+__all__ = ["Catalog", "ComponentEntry", "LoraEntry", "ModelEntry", "load_models_file"]
 
 
 class LoraEntry(BaseModel):
@@ -52,6 +56,19 @@ class LoraEntry(BaseModel):
     # A LoRA the model is always run with (a step-distillation "Lightning" LoRA, say):
     # fused into the weights at load, never touched by `lora_strength`.
     fixed: bool = False
+
+
+class ComponentEntry(BaseModel):
+    """A pipeline component loaded from elsewhere than the model's source: a text encoder
+    the repo does not ship (HiDream's Llama), a fixed VAE (SDXL's fp16 VAE)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    source: str
+    # A transformers or diffusers class (`LlamaForCausalLM`, `AutoencoderKL`, `AutoTokenizer`).
+    class_name: str = Field(alias="class", min_length=1)
+    subfolder: str | None = None
+    revision: str | None = None
 
 
 class ModelEntry(BaseModel):
@@ -75,6 +92,9 @@ class ModelEntry(BaseModel):
     # scheduler config with `scheduler_config` overrides.
     scheduler: str | None = None
     scheduler_config: dict[str, Any] = Field(default_factory=dict)
+    # Text tokens for the long text encoder, where not the family's (FLUX.1 schnell: 256).
+    max_sequence_length: int | None = Field(default=None, ge=1)
+    components: dict[str, ComponentEntry] = Field(default_factory=dict)
     created: int = 0
     loras: list[LoraEntry] = Field(default_factory=list)
     model_spec: ModelSpec

@@ -2,10 +2,11 @@
 local directory) or `from_single_file` (one `.safetensors` checkpoint), its LoRAs loaded
 once, run one batch at a time with one seeded generator per image.
 
-Loading, in order: the weights (hub cache, `revision` pin, `HF_TOKEN`, safetensors only;
-single files take their component configs from the entry's `config`, a diffusers-format
-directory or repo of the same family), the entry's scheduler if it names one, its LoRAs,
-the family adapter's `prepare`, then the device (or model CPU offload on cuda).
+Loading, in order: the entry's `components` (a text encoder or VAE from elsewhere), the
+weights (hub cache, `revision` pin, `HF_TOKEN`, safetensors only; single files take their
+component configs from the entry's `config`, a diffusers-format directory or repo of the
+same family), the entry's scheduler if it names one, its LoRAs, the family adapter's
+`prepare`, then the device (or model CPU offload on cuda).
 """
 
 from __future__ import annotations
@@ -66,8 +67,30 @@ def _dtype(name: str | None, family_default: str, device: str) -> Any:
     return value
 
 
+def _component(entry: ModelEntry, name: str, dtype: Any) -> Any:
+    import diffusers
+    import torch
+    import transformers
+
+    spec = entry.components[name]
+    cls = getattr(transformers, spec.class_name, None) or getattr(diffusers, spec.class_name, None)
+    if cls is None or not hasattr(cls, "from_pretrained"):
+        raise ValueError(
+            f"model {entry.id!r}: component {name} names {spec.class_name!r}, which is no"
+            " transformers or diffusers class"
+        )
+    kwargs: dict[str, Any] = {"revision": spec.revision, "token": os.environ.get("HF_TOKEN")}
+    if spec.subfolder is not None:
+        kwargs["subfolder"] = spec.subfolder
+    if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
+        kwargs["torch_dtype"] = dtype
+    log.info("loading %s of model %s from %s", name, entry.id, spec.source)
+    return cls.from_pretrained(spec.source, **kwargs)
+
+
 def _from_weights(entry: ModelEntry, pipeline_cls: Any, dtype: Any) -> Any:
     token = os.environ.get("HF_TOKEN")
+    components = {name: _component(entry, name, dtype) for name in entry.components}
     if is_single_file(entry.source):
         if not entry.family_info.single_file:
             raise ValueError(
@@ -84,6 +107,7 @@ def _from_weights(entry: ModelEntry, pipeline_cls: Any, dtype: Any) -> Any:
             local_files_only=local,
             revision=entry.revision,
             token=token,
+            **components,
         )
     return pipeline_cls.from_pretrained(
         entry.source,
@@ -91,6 +115,7 @@ def _from_weights(entry: ModelEntry, pipeline_cls: Any, dtype: Any) -> Any:
         torch_dtype=dtype,
         use_safetensors=True,
         token=token,
+        **components,
     )
 
 
@@ -160,6 +185,8 @@ class DiffusersBackend:
         self._loras.apply(self.pipeline, batch[0].lora_strength)
         self.adapter.before_call(self.pipeline, batch)
         kwargs = self.adapter.call_kwargs(batch)
+        if self.entry.max_sequence_length is not None:
+            kwargs["max_sequence_length"] = self.entry.max_sequence_length
         with torch.inference_mode():
             output = self.pipeline(**kwargs, generator=generators, output_type="pil")
         images: list[Image] = list(output.images)
