@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +91,16 @@ def _load(pipeline: Any, name: str, lora: LoraEntry) -> None:
     if path.is_file():
         source, weight_name = str(path.parent), path.name
     log.info("loading LoRA %s from %s", name, lora.source)
-    pipeline.load_lora_weights(
-        source,
-        weight_name=weight_name,
-        adapter_name=name,
-        revision=lora.revision,
-        token=os.environ.get("HF_TOKEN"),
-    )
+    with warnings.catch_warnings():
+        # PEFT warns on every adapter after the first; several adapters are the point here.
+        warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)
+        pipeline.load_lora_weights(
+            source,
+            weight_name=weight_name,
+            adapter_name=name,
+            revision=lora.revision,
+            token=os.environ.get("HF_TOKEN"),
+        )
 
 
 class LoraScaler:

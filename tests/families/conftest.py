@@ -28,6 +28,10 @@ TINY_FAMILIES: tuple[str, ...] = FAMILIES
 
 Pixels = NDArray[np.int16]
 
+# A request batched with others gives the image it gives alone within this (of 255): CPU
+# matmuls over a larger batch add up in another order, moving a pixel by a level at times.
+BATCH_TOLERANCE = 2
+
 
 @dataclass(frozen=True)
 class Request:

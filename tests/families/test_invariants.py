@@ -16,9 +16,15 @@ import pytest
 
 from murano.catalog.entries import ModelEntry
 from murano.errors import InvalidRequest, UnsupportedFeature
-from tests.families.conftest import Renderer, generate_one, max_diff, params, pixels
+from tests.families.conftest import (
+    BATCH_TOLERANCE,
+    Renderer,
+    generate_one,
+    max_diff,
+    params,
+    pixels,
+)
 
-BATCH_TOLERANCE = 2  # of 255
 # Another seed gives another image: much more than rounding apart.
 DIFFERENT_SEED = 10
 
