@@ -62,6 +62,9 @@ def tiny_entry(family: str, source: Path | str, model_id: str = "tiny", **raw: A
 
 
 def params(entry: ModelEntry, **fields: Any) -> GenerationParams:
+    """A request's parameters after `check`. CFG is off (the family's `cfg_off_at`) unless
+    the test sets `cfg_scale` (None: the model's default): half the work per image."""
+    fields.setdefault("cfg_scale", entry.family_info.cfg_off_at)
     return check(entry, Request(**fields))
 
 

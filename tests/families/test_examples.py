@@ -93,10 +93,12 @@ def test_single_file_fine_tunes_carry_their_config(catalog: Catalog) -> None:
 
 
 def test_requests_get_the_model_defaults(catalog: Catalog) -> None:
-    turbo = params(catalog.get("z-image-turbo"), steps=None, width=1024, height=1024)
+    defaults = {"steps": None, "cfg_scale": None, "width": 1024, "height": 1024}
+    turbo = params(catalog.get("z-image-turbo"), **defaults)
     assert (turbo.steps, turbo.cfg_scale) == (8, 0.0)
     qwen = catalog.get("qwen-image")
-    assert params(qwen, steps=None, width=1024, height=1024).cfg_scale == 1.0
+    assert params(qwen, **defaults).cfg_scale == 1.0
+    assert params(catalog.get("wai-Illustrious"), **defaults).cfg_scale == 6.0
     # Its only LoRA is the fused Lightning one: lora_strength has nothing to scale.
     assert effective_strength(qwen, 100) is None
     flux2 = params(catalog.get("flux-2-dev"), width=None, height=None, aspect_ratio="16:9")

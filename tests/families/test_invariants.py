@@ -43,24 +43,27 @@ def test_same_seed_gives_the_same_image(render: Renderer, entry: ModelEntry) -> 
 def test_batched_request_gives_the_image_it_gives_alone(
     render: Renderer, entry: ModelEntry
 ) -> None:
+    # With CFG on, so that the unconditional half of the batch is checked too.
     jobs = [
-        params(entry, prompt=CAT, seed=1),
-        params(entry, prompt=DOG, seed=7, variants=2),
-        params(entry, prompt="ships", seed=3),
+        params(entry, prompt=CAT, seed=1, cfg_scale=4.0),
+        params(entry, prompt=DOG, seed=7, variants=2, cfg_scale=4.0),
+        params(entry, prompt="ships", seed=3, cfg_scale=4.0),
     ]
     batched = render.backend.generate(jobs)
     assert [len(images) for images in batched] == [1, 2, 1]
     for job, images in zip(jobs, batched, strict=True):
         for i, together in enumerate(images):
-            alone = render.image(params(entry, prompt=job.prompt, seed=job.seed + i))
-            assert max_diff(together, alone) <= BATCH_TOLERANCE
+            alone = params(entry, prompt=job.prompt, seed=job.seed + i, cfg_scale=4.0)
+            assert max_diff(together, render.image(alone)) <= BATCH_TOLERANCE
 
 
 def test_variants_are_seed_plus_i(render: Renderer, entry: ModelEntry) -> None:
-    images = generate_one(render.backend, params(entry, prompt=DOG, seed=7, variants=2))
+    images = generate_one(
+        render.backend, params(entry, prompt=DOG, seed=7, variants=2, cfg_scale=4.0)
+    )
     assert len(images) == 2
     for i, image in enumerate(images):
-        alone = render.image(params(entry, prompt=DOG, seed=7 + i))
+        alone = render.image(params(entry, prompt=DOG, seed=7 + i, cfg_scale=4.0))
         assert max_diff(image, alone) <= BATCH_TOLERANCE
     assert max_diff(images[0], images[1]) > DIFFERENT_SEED
 
@@ -71,8 +74,9 @@ def test_variants_are_seed_plus_i(render: Renderer, entry: ModelEntry) -> None:
 
 
 def test_prompt_conditions_the_image(render: Renderer, entry: ModelEntry) -> None:
-    cat = render.image(params(entry, prompt=CAT, seed=7))
-    assert max_diff(cat, render.image(params(entry, prompt=DOG, seed=7))) > 0
+    cat = render.image(params(entry, prompt=CAT, seed=1, cfg_scale=4.0))
+    dog = render.image(params(entry, prompt=DOG, seed=1, cfg_scale=4.0))
+    assert max_diff(cat, dog) > 0
 
 
 def test_non_square_size_is_served_exactly(render: Renderer, entry: ModelEntry) -> None:
@@ -91,8 +95,8 @@ def test_size_off_the_family_divisor_is_refused(entry: ModelEntry, side: str) ->
 
 
 def test_cfg_scale_reaches_the_image(render: Renderer, entry: ModelEntry) -> None:
-    low = render.image(params(entry, cfg_scale=2.0))
-    high = render.image(params(entry, cfg_scale=4.0))
+    low = render.image(params(entry, prompt=CAT, seed=1, cfg_scale=2.0))
+    high = render.image(params(entry, prompt=CAT, seed=1, cfg_scale=4.0))
     assert max_diff(low, high) > 0
 
 
@@ -104,8 +108,10 @@ def test_negative_prompt_changes_the_image_or_is_refused(
             params(entry, negative_prompt="blurry")
         assert caught.value.field == "negative_prompt"
         return
-    plain = render.image(params(entry, cfg_scale=4.0))
-    negative = render.image(params(entry, cfg_scale=4.0, negative_prompt="blurry"))
+    plain = render.image(params(entry, prompt=CAT, seed=1, cfg_scale=4.0))
+    negative = render.image(
+        params(entry, prompt=CAT, seed=1, cfg_scale=4.0, negative_prompt="blurry")
+    )
     assert max_diff(plain, negative) > 0
 
 
@@ -147,7 +153,7 @@ def test_cfg_and_negative_prompt_reach_the_pipeline(
     if negative and not entry.family_info.negative_prompt:
         pytest.skip("the family takes no negative prompt (refused by the catalog)")
     spy = CallSpy(monkeypatch, render.backend.pipeline)
-    render.fresh(params(entry, cfg_scale=4.0, negative_prompt=negative))
+    render.fresh(params(entry, prompt=CAT, seed=1, cfg_scale=4.0, negative_prompt=negative))
     (call,) = spy.calls
     for name, value in expected_guidance(entry, 4.0, negative).items():
         assert call[name] == value, name
