@@ -5,6 +5,7 @@ scheduler override, dtype on the CPU and the sequence-length override."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -150,3 +151,63 @@ def test_max_sequence_length_override_reaches_the_pipeline(
     spy = CallSpy(monkeypatch, backend.pipeline)
     Renderer(backend).image(params(backend.entry))
     assert spy.calls[0]["max_sequence_length"] == 64
+
+
+# --- hub repos, offline: the cache, revision pins, the token --------------------------------
+
+REPO = "murano-tests/tiny-sd"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hub_cache(tiny_models: TinyModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Hugging Face cache holding the tiny SD as `REPO` at `COMMIT` (its `main`), as a
+    download would have left it; HF_HUB_OFFLINE keeps every lookup local."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    repo = tmp_path / "hub" / f"models--{REPO.replace('/', '--')}"
+    shutil.copytree(tiny_models.path("sd"), repo / "snapshots" / COMMIT)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT, encoding="utf-8")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return repo
+
+
+@pytest.mark.parametrize("revision", [None, "main", COMMIT])
+def test_a_cached_repo_loads_offline_at_its_pinned_revision(
+    hub_cache: Path, revision: str | None
+) -> None:
+    backend = load_backend(tiny_entry("sd", REPO, revision=revision))
+    assert generate_one(backend, params(backend.entry))[0].size == (64, 64)
+
+
+def test_a_revision_not_in_the_cache_fails_to_load(hub_cache: Path) -> None:
+    with pytest.raises(OSError, match="not fully cached"):
+        load_backend(tiny_entry("sd", REPO, revision="1" * 40))
+
+
+def test_model_flag_reads_the_family_of_a_cached_repo(hub_cache: Path) -> None:
+    assert build_catalog(None, [f"m={REPO}"]).get("m").family == "sd"
+
+
+def test_repo_loads_pass_revision_token_and_safetensors_only(
+    hub_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import diffusers
+
+    calls: list[dict[str, object]] = []
+    original: Any = diffusers.StableDiffusionPipeline.from_pretrained
+
+    def spy(source: str, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return original(source, **kwargs)
+
+    monkeypatch.setattr(diffusers.StableDiffusionPipeline, "from_pretrained", spy)
+    monkeypatch.setenv("HF_TOKEN", "hf_murano_test_token")
+    load_backend(tiny_entry("sd", REPO, revision=COMMIT))
+    (call,) = calls
+    assert call["revision"] == COMMIT
+    assert call["token"] == "hf_murano_test_token"
+    assert call["use_safetensors"] is True
