@@ -52,6 +52,8 @@ __all__ = ["main", "run"]
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 SEED = 1234
 TARGET = 1.03
+# Identical direct calls further apart than this (slowest / fastest) mean a busy machine.
+NOISY = 1.2
 
 
 @dataclass(frozen=True)
@@ -313,6 +315,7 @@ def _verdict(case: Case, s: Samples, quick: bool) -> str:
     encode_ms = (s.median(DIRECT_ENCODE) - direct) * 1000
     directs, inferences = s.runs[DIRECT], s.runs[SERVER_INFERENCE]
     overlap = min(inferences) <= max(directs) and min(directs) <= max(inferences)
+    spread = max(directs) / min(directs)
     lines = [
         f"Target: murano ≤ {TARGET:.2f}× the direct pipeline call on the full-size "
         f"{case.label} pipeline ({case.reps} timed runs each): "
@@ -333,7 +336,13 @@ def _verdict(case: Case, s: Samples, quick: bool) -> str:
             else "The ranges do not overlap: the same pipeline ran slower (or faster) "
             "inside the server process than here; that is where to look."
         ),
-        "- Re-run on a quiet machine before quoting these numbers.",
+        (
+            f"- **Noisy run**: identical direct calls varied {spread:.2f}× (slowest over "
+            "fastest), so the machine was busy with other work and the verdict is not "
+            "reliable. Re-run on a quiet machine."
+            if spread > NOISY
+            else "- Re-run on a quiet machine before quoting these numbers."
+        ),
     ]
     return "\n".join(lines)
 
@@ -346,6 +355,8 @@ def summary(results: list[tuple[Case, Samples]], quick: bool) -> str:
         if case.turbo is not None and not quick:
             text += f" (target ≤ {TARGET:.2f}×: {'met' if ratio <= TARGET else 'missed'}"
             text += f"; murano's own work {1 + _own_work(s) / s.median(DIRECT):.3f}×)"
+            if max(s.runs[DIRECT]) / min(s.runs[DIRECT]) > NOISY:
+                text += "; **noisy run**, not reliable"
         parts.append(text)
     return "; ".join(parts)
 
