@@ -56,9 +56,9 @@ class Family:
     cfg_off_at: float = 1.0
     # Text tokens given to the long text encoder (T5, an LLM); None: CLIP only (77).
     max_sequence_length: int | None = None
-    # The scheduler the family's public checkpoints ship with (murano keeps the model's
-    # own unless its entry names another).
-    scheduler: str = "FlowMatchEulerDiscreteScheduler"
+    # The scheduler the family's public checkpoints ship with, for the record: murano runs
+    # each model with its own unless its entry names another. None: it varies by checkpoint.
+    scheduler: str | None = "FlowMatchEulerDiscreteScheduler"
     # Loads from one original-layout `.safetensors` checkpoint (community fine-tunes).
     single_file: bool = False
 
@@ -173,6 +173,7 @@ FAMILIES: dict[str, Family] = {
             cfg_mode="cfg",
             negative_prompt=True,
             max_sequence_length=128,
+            scheduler=None,  # Full, Dev and Fast each ship another
         ),
     )
 }
