@@ -62,6 +62,9 @@ def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | No
         ),
         metrics=metrics,
         max_resident=settings.max_resident_models,
+        memory_budget_bytes=None
+        if settings.memory_budget_gb is None
+        else int(settings.memory_budget_gb * 1e9),
         postprocess_threads=settings.postprocess_threads,
         inspector=inspector,
         batch_key=batch_key,

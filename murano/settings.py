@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     request_timeout_s: float = 300.0
     postprocess_threads: int = 2
     max_resident_models: int = 2
+    # Cap on the weights of all resident models together (GB); None: no cap.
+    memory_budget_gb: float | None = None
 
     # Post-processing (safety, watermark, metadata)
     safety_classifier: str | None = None
