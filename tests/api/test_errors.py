@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import AUTH, FakeEngineParts
+from murano.engine.scheduler import SchedulerConfig
+from tests.conftest import AUTH, FakeEngineParts, fake_engine, make_settings, running
 
 URL = "/api/v1/image/generate"
 BASE: dict[str, Any] = {"model": "test-model", "prompt": "a lighthouse", "width": 64, "height": 64}
@@ -184,3 +188,24 @@ async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
     response = await client.get(URL, headers=AUTH)
     assert response.status_code == 405
     assert "error" in response.json()
+
+
+async def test_full_queue_is_503_with_retry_after_then_recovers(
+    tmp_path: Path, parts: FakeEngineParts
+) -> None:
+    engine = fake_engine(parts, config=SchedulerConfig(max_queue=1))
+    async with running(make_settings(tmp_path), engine) as client:
+        backend = parts.backends["test-model"]
+        backend.gate = threading.Event()
+        first = asyncio.create_task(client.post(URL, json=BASE, headers=AUTH))
+        await asyncio.to_thread(backend.started.wait, 10)
+        queued = asyncio.create_task(client.post(URL, json=BASE, headers=AUTH))
+        while engine.queue_depth("test-model") == 0:
+            await asyncio.sleep(0.01)
+        refused = await client.post(URL, json=BASE, headers=AUTH)
+        assert refused.status_code == 503
+        assert refused.json() == {"error": "The model is at capacity. Please try again later."}
+        assert int(refused.headers["retry-after"]) > 0
+        backend.gate.set()
+        assert (await first).status_code == 200 and (await queued).status_code == 200
+        assert (await client.post(URL, json=BASE, headers=AUTH)).status_code == 200
