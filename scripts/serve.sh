@@ -4,4 +4,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 export HF_HUB_DISABLE_TELEMETRY=1
+# Keep glibc from returning every large buffer to the OS between VAE decodes: about 3x
+# faster decoding on CPU, for a resident set that stays at its high-water mark.
+export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=2147483647:glibc.malloc.trim_threshold=4294967295}"
 exec "$VENV/bin/murano" serve "$@"
