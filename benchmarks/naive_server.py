@@ -2,22 +2,35 @@
 first. FastAPI + diffusers, one global lock, one pipeline call per request (no batching),
 then the same WebP encode murano uses; JSON with base64 images, like murano's answer.
 
-    .venv/bin/python benchmarks/naive_server.py --model-dir DIR --port PORT
+Two ways of calling the pipeline (`--handler`):
+
+* `device-thread` (the default, the baseline the targets use): an async handler hands the
+  call to one dedicated thread, as murano's engine does, so that the comparison isolates
+  what batching and pipelining add.
+* `thread-pool`: a plain `def` handler, which FastAPI runs on its thread pool, so each
+  request may call torch from a different thread. Every such thread gets its own OpenMP
+  worker pool, and on a small CPU those pools fight over the cores; shown for information.
+
+    .venv/bin/python benchmarks/naive_server.py --model-dir DIR --port PORT [--handler H]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-__all__ = ["GenerateRequest", "create_app", "main"]
+__all__ = ["HANDLERS", "GenerateRequest", "create_app", "main"]
+
+HANDLERS = ("device-thread", "thread-pool")
 
 
 class GenerateRequest(BaseModel):
@@ -31,9 +44,10 @@ class GenerateRequest(BaseModel):
     seed: int = 0
 
 
-def create_app(model_dir: Path) -> FastAPI:
+def create_app(model_dir: Path, handler: str = "device-thread") -> FastAPI:
     import torch
     from _models import load_pipeline
+    from PIL.Image import Image
 
     from murano.imaging.encode import encode
 
@@ -41,15 +55,9 @@ def create_app(model_dir: Path) -> FastAPI:
     lock = threading.Lock()
     app = FastAPI()
 
-    @app.get("/readyz")
-    def readyz() -> dict[str, str]:
-        return {"status": "ready"}
-
-    # A sync handler: FastAPI runs it on its thread pool, and the lock lets one through.
-    @app.post("/api/v1/image/generate")
-    def generate(body: GenerateRequest) -> dict[str, Any]:
+    def generate_image(body: GenerateRequest) -> Image:
         with lock, torch.inference_mode():
-            image = pipe(
+            image: Image = pipe(
                 prompt=[body.prompt],
                 width=body.width,
                 height=body.height,
@@ -58,7 +66,29 @@ def create_app(model_dir: Path) -> FastAPI:
                 generator=[torch.Generator("cpu").manual_seed(body.seed)],
                 output_type="pil",
             ).images[0]
-        return {"images": [base64.b64encode(encode(image, "webp")).decode()]}
+        return image
+
+    def answer(data: bytes) -> dict[str, Any]:
+        return {"images": [base64.b64encode(data).decode()]}
+
+    @app.get("/readyz")
+    def readyz() -> dict[str, str]:
+        return {"status": "ready"}
+
+    if handler == "thread-pool":
+
+        @app.post("/api/v1/image/generate")
+        def generate_sync(body: GenerateRequest) -> dict[str, Any]:
+            return answer(encode(generate_image(body), "webp"))
+
+    else:
+        device = ThreadPoolExecutor(1, thread_name_prefix="naive-device")
+
+        @app.post("/api/v1/image/generate")
+        async def generate(body: GenerateRequest) -> dict[str, Any]:
+            loop = asyncio.get_running_loop()
+            image = await loop.run_in_executor(device, generate_image, body)
+            return answer(await loop.run_in_executor(None, encode, image, "webp"))
 
     return app
 
@@ -69,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="naive one-request-at-a-time image server")
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--handler", choices=HANDLERS, default=HANDLERS[0])
     args = parser.parse_args(argv)
-    app = create_app(args.model_dir)
+    app = create_app(args.model_dir, args.handler)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
     return 0
 

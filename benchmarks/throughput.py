@@ -1,15 +1,17 @@
 """Throughput under concurrency: murano's batching scheduler against a naive server and the
 bare pipeline's ceiling, on the embedded default model ("murano-tiny").
 
-At each load (1, 4, 16, 64 clients) three ways of making images take turns, in rounds
-(ceiling, murano, naive; again), so that a burst of load from elsewhere on the machine hits
-one round rather than one way; each way's rate is the median over its rounds:
+At each load (1, 4, 16, 64 clients) the ways of making images take turns, in rounds
+(ceiling, murano, naive, naive thread-pool; again), so that a burst of load from elsewhere
+on the machine hits one round rather than one way; each way's rate is the median over its
+rounds:
 
 * murano: a real `murano serve` subprocess (`MURANO_MAX_BATCH_IMAGES`=16), driven by
   `clients` asyncio tasks that each send requests back to back (httpx, JSON with a base64
   WebP, decoded) for the round's time; the requests then in flight finish and count.
 * naive: `naive_server.py` (FastAPI + diffusers, one global lock, one pipeline call per
-  request, the same WebP encode), driven the same way.
+  request, the same WebP encode), driven the same way; once calling the pipeline on one
+  dedicated thread (the baseline of the targets), once from FastAPI's thread pool.
 * ceiling: this process calling the same pipeline in a loop with the batch size murano
   could at best form (the client count, capped at its batch limit), no encode, no HTTP.
 
@@ -62,6 +64,10 @@ TARGET_NAIVE = 2.0
 TARGET_CLIENTS = 16
 
 
+# The servers measured at each load, in the order they take turns within a round.
+SERVERS = ("murano", "naive", "naive-pool")
+
+
 @dataclass(frozen=True)
 class Config:
     size: int
@@ -75,6 +81,12 @@ class Config:
     scaling_s: float
     # Sizes whose offline batch scaling is shown too (batches 1, 4, 16), for comparison.
     other_sizes: tuple[int, ...] = ()
+    # Also measure the naive server with the thread-pool handler (information only).
+    thread_pool: bool = True
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        return SERVERS if self.thread_pool else SERVERS[:2]
 
 
 # 256² keeps a full run to a few minutes on a 2-core CPU and is the size where batching
@@ -83,7 +95,7 @@ FULL = Config(
     size=256,
     clients=(1, 4, 16, 64),
     rounds=3,
-    round_s=4.0,
+    round_s=3.0,
     max_batch=16,
     batches=(1, 2, 4, 8, 16),
     scaling_s=2.0,
@@ -97,6 +109,7 @@ QUICK = Config(
     max_batch=16,
     batches=(1, 4, 16),
     scaling_s=0.2,
+    thread_pool=False,
 )
 
 
@@ -236,29 +249,36 @@ class Offline:
 # -- the run ----------------------------------------------------------------------------
 
 
-def _servers(work: Path, config: Config) -> tuple[ServerSpec, ServerSpec, Path]:
-    """murano and the naive server on the same model directory. Both run at once; each
-    idles while the other is measured."""
+def _servers(work: Path, config: Config) -> tuple[list[ServerSpec], Path]:
+    """murano and the two naive servers (see `naive_server.py`) on the same model
+    directory. All run at once; each idles while another is measured."""
     data_dir = work / "murano"
     model_dir = build_tiny(data_dir)
     env = {
         "MURANO_MAX_BATCH_IMAGES": str(config.max_batch),
         "MURANO_MAX_QUEUE": str(4 * max(config.clients)),
     }
-    port = free_port()
-    naive_argv = [PYTHON, str(Path(__file__).with_name("naive_server.py"))]
-    naive_argv += ["--model-dir", str(model_dir), "--port", str(port)]
-    naive = ServerSpec(naive_argv, port, work / "naive.log")
-    return murano_spec(data_dir, env=env), naive, model_dir
+    specs = [murano_spec(data_dir, env=env)]
+    for handler in ("device-thread", "thread-pool")[: len(config.servers) - 1]:
+        port = free_port()
+        argv = [PYTHON, str(Path(__file__).with_name("naive_server.py"))]
+        argv += ["--model-dir", str(model_dir), "--port", str(port), "--handler", handler]
+        specs.append(ServerSpec(argv, port, work / f"naive-{handler}.log"))
+    return specs, model_dir
 
 
 @dataclass
 class Level:
     clients: int
-    murano: Load
-    naive: Load
-    ceiling: Load
+    # By way: "ceiling" and each server measured.
+    loads: dict[str, Load]
     batch: int
+
+    def load(self, way: str) -> Load:
+        return self.loads.get(way) or Load(math.nan, [], 0)
+
+    def ratio(self, way: str, other: str) -> float:
+        return self.load(way).images_per_s / self.load(other).images_per_s
 
 
 # size → batch → the scaling pass's result
@@ -266,33 +286,22 @@ Scaling = dict[int, dict[int, Load]]
 
 
 def measure_level(
-    clients: int,
-    servers: tuple[str, str],
-    offline: Offline,
-    config: Config,
-    body: dict[str, Any],
+    clients: int, bases: dict[str, str], offline: Offline, config: Config, body: dict[str, Any]
 ) -> Level:
-    murano, naive = servers
     batch = min(clients, config.max_batch)
-    rounds: dict[str, list[Load]] = {"ceiling": [], "murano": [], "naive": []}
-    before = _counters(murano)
+    rounds: dict[str, list[Load]] = {way: [] for way in ("ceiling", *config.servers)}
+    before = _counters(bases["murano"])
     for _ in range(config.rounds):
         rounds["ceiling"].append(offline.loop(batch, config.size, config.round_s))
-        rounds["murano"].append(asyncio.run(_drive(murano, clients, config.round_s, body)))
-        rounds["naive"].append(asyncio.run(_drive(naive, clients, config.round_s, body)))
-    after = _counters(murano)
-    level = Level(
-        clients,
-        _combine(rounds["murano"]),
-        _combine(rounds["naive"]),
-        _combine(rounds["ceiling"]),
-        batch,
-    )
+        for way in config.servers:
+            rounds[way].append(asyncio.run(_drive(bases[way], clients, config.round_s, body)))
+    after = _counters(bases["murano"])
+    level = Level(clients, {way: _combine(loads) for way, loads in rounds.items()}, batch)
     delta = {name: after[name] - before[name] for name in _COUNTERS}
     calls = delta["batch_images_count"]
     if calls:
-        level.murano.mean_batch = delta["batch_images_sum"] / calls
-        level.murano.call_s = delta["inference_seconds_sum"] / calls
+        level.loads["murano"].mean_batch = delta["batch_images_sum"] / calls
+        level.loads["murano"].call_s = delta["inference_seconds_sum"] / calls
     return level
 
 
@@ -304,8 +313,9 @@ def measure(config: Config, log: Callable[[str], None]) -> tuple[list[Level], Sc
     scaling: Scaling = {config.size: {}}
     scaling.update({size: {} for size in config.other_sizes})
     with tempfile.TemporaryDirectory(prefix="murano-bench-") as tmp:
-        murano_server, naive_server, model_dir = _servers(Path(tmp), config)
-        with running_servers(murano_server, naive_server) as (murano, naive):
+        specs, model_dir = _servers(Path(tmp), config)
+        with running_servers(*specs) as urls:
+            bases = dict(zip(config.servers, urls, strict=True))
             offline = Offline(load_pipeline(model_dir), DEFAULT_MODEL_STEPS, DEFAULT_MODEL_CFG)
             for size, by_batch in scaling.items():
                 batches = config.batches if size == config.size else (1, 4, 16)
@@ -313,46 +323,53 @@ def measure(config: Config, log: Callable[[str], None]) -> tuple[list[Level], Sc
                     by_batch[batch] = offline.scaling(batch, size, config.scaling_s)
                     rate = by_batch[batch].images_per_s
                     log(f"offline {size}² batch {batch}: {rate:.2f} images/s")
-            warm_up(murano, config, body)
-            warm_up(naive, config, body)
+            for base in bases.values():
+                warm_up(base, config, body)
             for clients in config.clients:
-                level = measure_level(clients, (murano, naive), offline, config, body)
+                level = measure_level(clients, bases, offline, config, body)
                 levels.append(level)
-                log(
-                    f"{clients} clients: murano {level.murano.images_per_s:.2f}, naive "
-                    f"{level.naive.images_per_s:.2f}, ceiling {level.ceiling.images_per_s:.2f}"
-                    " images/s"
-                )
+                rates = ", ".join(f"{w} {ld.images_per_s:.2f}" for w, ld in level.loads.items())
+                log(f"{clients} clients, images/s: {rates}")
     return levels, scaling
 
 
 # -- report -----------------------------------------------------------------------------
 
 
-def _main_table(levels: list[Level]) -> Table:
+def _times(ratio: float) -> str:
+    return "n/a" if math.isnan(ratio) else f"{ratio:.2f}×"
+
+
+def _rate_table(levels: list[Level]) -> Table:
     rows = []
     for lv in levels:
-        m, n, c = lv.murano, lv.naive, lv.ceiling
+        c = lv.loads["ceiling"]
         rows.append(
             [
                 str(lv.clients),
-                fmt(m.images_per_s, 2),
-                fmt(m.p50),
-                fmt(m.p99),
-                fmt(m.mean_batch, 1),
-                fmt(m.call_s),
-                fmt(n.images_per_s, 2),
-                fmt(n.p50),
-                fmt(n.p99),
+                *(fmt(lv.load(way).images_per_s, 2) for way in SERVERS),
                 f"{fmt(c.images_per_s, 2)} (batch {lv.batch})",
-                f"{m.images_per_s / c.images_per_s:.2f}×",
-                f"{m.images_per_s / n.images_per_s:.2f}×",
+                _times(lv.ratio("murano", "ceiling")),
+                _times(lv.ratio("murano", "naive")),
+                _times(lv.ratio("murano", "naive-pool")),
             ]
         )
-    headers = ["clients", "murano img/s", "murano p50 s", "murano p99 s"]
+    headers = ["clients", "murano", "naive", "naive, thread-pool handler", "ceiling"]
+    headers += ["murano / ceiling", "murano / naive", "murano / naive thread-pool"]
+    return Table(headers, rows)
+
+
+def _latency_table(levels: list[Level]) -> Table:
+    rows = []
+    for lv in levels:
+        m = lv.loads["murano"]
+        row = [str(lv.clients)]
+        for way in SERVERS:
+            row += [fmt(lv.load(way).p50), fmt(lv.load(way).p99)]
+        rows.append([*row, fmt(m.mean_batch, 1), fmt(m.call_s)])
+    headers = ["clients", "murano p50", "murano p99", "naive p50", "naive p99"]
+    headers += ["naive thread-pool p50", "naive thread-pool p99"]
     headers += ["murano images per call", "murano s per call"]
-    headers += ["naive img/s", "naive p50 s", "naive p99 s"]
-    headers += ["ceiling img/s", "murano / ceiling", "murano / naive"]
     return Table(headers, rows)
 
 
@@ -377,22 +394,35 @@ def report(config: Config, levels: list[Level], scaling: Scaling, quick: bool) -
     parts = [
         f"Model: murano-tiny (the embedded default model) at {config.size}×{config.size}, "
         f"{DEFAULT_MODEL_STEPS} steps, cfg {DEFAULT_MODEL_CFG:g} (its defaults). At each load "
-        f"the three ways take turns for {config.rounds} round(s) of {config.round_s:g} s "
-        "(the requests in flight at the end of a round finish and count); images/s is the "
-        "median over the rounds, latencies pool them. murano runs with "
+        f"the ways take turns for {config.rounds} round(s) of {config.round_s:g} s (the "
+        "requests in flight at the end of a round finish and count); images/s is the median "
+        "over the rounds, latencies pool them. murano runs with "
         f"MURANO_MAX_BATCH_IMAGES={config.max_batch} and no batch wait; every request asks "
-        "for `safe_mode: false`, `hide_watermark: true`, WebP. Latencies are per request; "
-        "the ceiling's, per pipeline call, are in the scaling table (whose images/s are "
-        'batch / median call time). "images per call" and "s per call" are murano\'s mean '
-        "batch and pipeline time per batch during the load (from /metrics), to compare with "
-        "the offline call times. The load generator runs on the same CPU as the servers.",
+        'for `safe_mode: false`, `hide_watermark: true`, WebP. "naive" calls the pipeline '
+        'on one dedicated thread (the baseline of the targets); "naive, thread-pool '
+        'handler" is the same server with a plain `def` handler, so torch is called from '
+        "FastAPI's many pool threads (see `naive_server.py`). The ceiling is this process "
+        "calling the pipeline back to back with batch = clients (at most "
+        f"{config.max_batch}). The load generator runs on the same CPU as the servers.",
         "",
-        _main_table(levels).markdown(),
+        "## Images per second",
+        "",
+        _rate_table(levels).markdown(),
+        "",
+        "## Latency per request (s) and murano's batches",
+        "",
+        '"images per call" and "s per call" are murano\'s mean batch and pipeline time '
+        "per batch during the load (from /metrics), to compare with the offline call times "
+        "below. The ceiling's latencies, per pipeline call, are in the scaling tables.",
+        "",
+        _latency_table(levels).markdown(),
         "",
     ]
     for size, by_batch in scaling.items():
         parts += [
             f"## The pipeline's batch scaling at {size}×{size} (offline, no encode)",
+            "",
+            "images/s = batch / median call time.",
             "",
             _scaling_table(by_batch).markdown(),
             "",
@@ -422,8 +452,8 @@ def _verdict(config: Config, levels: list[Level], scaling: Scaling, quick: bool)
     at = next((lv for lv in levels if lv.clients == TARGET_CLIENTS), None)
     if at is None:
         return f"No run at {TARGET_CLIENTS} clients."
-    vs_ceiling = at.murano.images_per_s / at.ceiling.images_per_s
-    vs_naive = at.murano.images_per_s / at.naive.images_per_s
+    vs_ceiling, vs_naive = at.ratio("murano", "ceiling"), at.ratio("murano", "naive")
+    m, ceiling = at.loads["murano"], at.loads["ceiling"]
     by_batch = scaling[config.size]
     single = by_batch[min(by_batch)].images_per_s
     best = max(by_batch, key=lambda b: by_batch[b].images_per_s)
@@ -435,7 +465,7 @@ def _verdict(config: Config, levels: list[Level], scaling: Scaling, quick: bool)
         f"- At {TARGET_CLIENTS} clients murano serves {vs_naive:.2f}× the naive server "
         f"(target ≥ {TARGET_NAIVE:g}×): **{'met' if vs_naive >= TARGET_NAIVE else 'missed'}**.",
         f"- Offline at {config.size}², batch {at.batch} makes "
-        f"{at.ceiling.images_per_s / single:.2f}× the images/s of batch 1, and the best batch "
+        f"{ceiling.images_per_s / single:.2f}× the images/s of batch 1, and the best batch "
         f"here ({best}) {best_gain:.2f}×. A batching server can beat a one-at-a-time one by "
         "about that much, plus whatever the naive server loses to its own per-request work.",
     ]
@@ -450,26 +480,34 @@ def _verdict(config: Config, levels: list[Level], scaling: Scaling, quick: bool)
         top = max(other)
         ratio = other[top].images_per_s / other[min(other)].images_per_s
         lines.append(f"- At {size}² batch {top} makes {ratio:.2f}× the images/s of batch 1.")
-    if at.murano.mean_batch < 0.75 * at.batch:
+    if m.mean_batch < 0.75 * at.batch:
         lines.append(
-            f"- murano formed batches of {at.murano.mean_batch:.1f} images on average at "
+            f"- murano formed batches of {m.mean_batch:.1f} images on average at "
             f"{TARGET_CLIENTS} clients, not {at.batch}: with no batch wait the worker starts "
             "as soon as one job is queued, while the other clients are still receiving "
             "their previous images and sending the next. `MURANO_BATCH_WAIT_MS` trades a "
             "little latency for fuller batches."
         )
-    m = at.murano
     if vs_ceiling < TARGET_CEILING and not math.isnan(m.call_s):
         inside = m.mean_batch / m.call_s
         lines.append(
             f"- Inside murano the pipeline itself made {inside:.1f} images/s "
             f"({m.mean_batch:.1f} images per {m.call_s:.3f} s call) against the ceiling's "
-            f"{at.ceiling.images_per_s:.1f}. The rest of the gap is work the ceiling leaves "
+            f"{ceiling.images_per_s:.1f}. The rest of the gap is work the ceiling leaves "
             "out, and here it runs on the same two cores as the pipeline: the WebP encode on "
             "the post-processing threads, JSON, base64 and compression on the event loop, "
             "and the load generator itself; each of those threads also preempts one of "
             "torch's two OpenMP threads, which slows the pipeline call. On a GPU they run "
             "beside the device instead."
+        )
+    pool = at.ratio("naive", "naive-pool")
+    if pool > 1.2:
+        lines.append(
+            f"- The naive server with a plain `def` handler made {1 / pool:.2f}× the images/s "
+            "of the same server calling the pipeline on one thread: each of FastAPI's pool "
+            "threads that calls torch gets its own OpenMP workers, and they fight over the "
+            f"cores. Against it murano reaches {at.ratio('murano', 'naive-pool'):.2f}×: one "
+            f"device thread, as murano's engine has, is worth {pool:.2f}× here by itself."
         )
     return "\n".join(lines)
 
@@ -478,8 +516,7 @@ def summary(levels: list[Level], scaling: Scaling, quick: bool) -> str:
     at = next((lv for lv in levels if lv.clients == TARGET_CLIENTS), None)
     if at is None:
         return f"no run at {TARGET_CLIENTS} clients"
-    vs_ceiling = at.murano.images_per_s / at.ceiling.images_per_s
-    vs_naive = at.murano.images_per_s / at.naive.images_per_s
+    vs_ceiling, vs_naive = at.ratio("murano", "ceiling"), at.ratio("murano", "naive")
     text = (
         f"{TARGET_CLIENTS} clients: murano / ceiling {vs_ceiling:.2f}×, "
         f"murano / naive {vs_naive:.2f}×"
