@@ -79,6 +79,21 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+EARLIER = " (from an earlier run)"
+
+
+def _index_rows(path: Path) -> dict[str, str]:
+    """benchmark → result cell of an index written before."""
+    if not path.exists():
+        return {}
+    rows = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        if len(cells) == 3 and cells[0] in BENCHMARKS:
+            rows[cells[0]] = cells[2]
+    return rows
+
+
 def _cell(text: str) -> str:
     """Text that cannot break a Markdown table row."""
     return " ".join(text.split()).replace("|", "\\|")[:300]
@@ -113,11 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows, failed = [], False
     chosen = args.only or list(BENCHMARKS)
+    previous = _index_rows(out / "README.md")
     for name, (description, runner) in BENCHMARKS.items():
         if name not in chosen:
-            # Keep the index whole: link what an earlier run left in `out`.
+            # Keep the index whole: what an earlier run wrote about results left in `out`.
             if (out / f"{name}.md").exists():
-                rows.append([name, description, f"[{name}.md]({name}.md) (not re-run this time)"])
+                earlier = previous.get(name, f"[{name}.md]({name}.md)")
+                rows.append([name, description, earlier.removesuffix(EARLIER) + EARLIER])
             continue
         if name == "encode" and not (BENCH_DIR / "encode.py").exists():
             rows.append([name, description, "not run: benchmarks/encode.py is missing"])

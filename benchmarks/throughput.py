@@ -464,10 +464,11 @@ def _verdict(config: Config, levels: list[Level], scaling: Scaling, quick: bool)
         f"(target ≥ {TARGET_CEILING}×): **{'met' if vs_ceiling >= TARGET_CEILING else 'missed'}**.",
         f"- At {TARGET_CLIENTS} clients murano serves {vs_naive:.2f}× the naive server "
         f"(target ≥ {TARGET_NAIVE:g}×): **{'met' if vs_naive >= TARGET_NAIVE else 'missed'}**.",
-        f"- Offline at {config.size}², batch {at.batch} makes "
-        f"{ceiling.images_per_s / single:.2f}× the images/s of batch 1, and the best batch "
-        f"here ({best}) {best_gain:.2f}×. A batching server can beat a one-at-a-time one by "
-        "about that much, plus whatever the naive server loses to its own per-request work.",
+        f"- Offline at {config.size}² (scaling table), batch {at.batch} makes "
+        f"{by_batch[at.batch].images_per_s / single:.2f}× the images/s of batch 1"
+        + (f", and the best batch ({best}) {best_gain:.2f}×" if best != at.batch else "")
+        + ". A batching server can beat a one-at-a-time one by about that much, plus "
+        "whatever the naive server loses to its own per-request work.",
     ]
     if best_gain < TARGET_NAIVE:
         lines.append(
