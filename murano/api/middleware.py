@@ -161,6 +161,12 @@ class BodyGuard:
         )
 
 
+def _compress(body: bytes, encoding: str) -> bytes:
+    if encoding == "br":
+        return bytes(brotli.compress(body, quality=4))
+    return gzip.compress(body, compresslevel=5)
+
+
 class _TooLarge(Exception):
     pass
 

@@ -162,7 +162,7 @@ def build_catalog(
         model_id, sep, source = item.partition("=")
         if not sep or not model_id or not source:
             raise ValueError(f"--model expects ID=SOURCE, got {item!r}")
-        raws.append({"id": model_id, "source": source, "load": "first-use"})
+        raws.append({"id": model_id, "source": source, "load": "start"})
     entries = [_with_family(raw) for raw in raws]
     if not entries:
         if default is None:

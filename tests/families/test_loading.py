@@ -66,7 +66,7 @@ def test_model_flag_takes_a_single_file(checkpoint: tuple[str, Path, Path]) -> N
     catalog = build_catalog(None, [f"fine-tune={file}"])
     entry = catalog.get("fine-tune")
     info = get_family(family)
-    assert (entry.family, entry.source, entry.load) == (family, str(file), "first-use")
+    assert (entry.family, entry.source, entry.load) == (family, str(file), "start")
     constraints = entry.constraints
     assert constraints.widthHeightDivisor == info.divisor
     assert (constraints.steps.default, constraints.steps.max) == (
