@@ -3,6 +3,7 @@ result files, and servers started as subprocesses on 127.0.0.1 and always stoppe
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import math
@@ -13,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,19 @@ class Outcome:
 
     path: Path
     summary: str
+
+
+def benchmark_main(
+    run: Callable[[bool, Path], Outcome], description: str, argv: list[str] | None
+) -> int:
+    """The command line every benchmark script shares: `--quick`, `--out DIR`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and counts (smoke)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
+    args = parser.parse_args(argv)
+    outcome = run(args.quick, args.out)
+    print(outcome.path.read_text())
+    return 0
 
 
 def _cpu_model() -> str:

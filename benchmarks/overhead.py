@@ -20,7 +20,6 @@ murano ≤ 1.03× the direct call on the full-size pipeline.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import gc
 import sys
@@ -34,10 +33,10 @@ from typing import Any
 
 import httpx
 from _common import (
-    RESULTS_DIR,
     Outcome,
     ServerSpec,
     Table,
+    benchmark_main,
     fmt,
     median,
     murano_spec,
@@ -378,13 +377,7 @@ def run(quick: bool, out_dir: Path, log: Callable[[str], None] = print) -> Outco
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and counts (smoke)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
-    args = parser.parse_args(argv)
-    outcome = run(args.quick, args.out)
-    print(outcome.path.read_text())
-    return 0
+    return benchmark_main(run, __doc__.split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":
