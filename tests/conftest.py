@@ -18,6 +18,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from murano.accounts.base import Accounts
 from murano.app import create_app
+from murano.catalog.check import GenerationParams
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.engine import Engine
 from murano.engine.fake import FakeBackend
@@ -26,6 +27,23 @@ from murano.settings import Settings
 
 API_KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def generation_params(**changes: Any) -> GenerationParams:
+    """A checked request for `test-model` (64×64, 4 steps, cfg 7.5, seed 1), with `changes`."""
+    values: dict[str, Any] = {
+        "model_id": "test-model",
+        "prompt": "p",
+        "negative_prompt": None,
+        "width": 64,
+        "height": 64,
+        "steps": 4,
+        "cfg_scale": 7.5,
+        "seed": 1,
+        "images": 1,
+        "lora_strength": None,
+    }
+    return GenerationParams(**{**values, **changes})
 
 
 def entry(model_id: str, **overrides: Any) -> ModelEntry:

@@ -17,7 +17,13 @@ import pytest
 from murano.accounts import SqlAccounts
 from murano.engine.scheduler import SchedulerConfig
 from tests.accounts.conftest import Database, make_database
-from tests.conftest import FakeEngineParts, fake_engine, make_settings, running
+from tests.conftest import (
+    FakeEngineParts,
+    fake_engine,
+    generation_params,
+    make_settings,
+    running,
+)
 
 URL = "/api/v1/image/generate"
 INSUFFICIENT = {
@@ -218,7 +224,6 @@ async def test_disconnect_before_start_removes_the_job_and_charges_nothing(
     billing: Billing,
 ) -> None:
     from murano.api.serving import OutputRequest
-    from murano.catalog.check import GenerationParams
     from murano.errors import JobCancelled
 
     key = await billing.key("1")
@@ -228,18 +233,7 @@ async def test_disconnect_before_start_removes_the_job_and_charges_nothing(
     backend.gate = threading.Event()
     busy = asyncio.create_task(billing.client.post(URL, json=body(seed=1), headers=key))
     await asyncio.to_thread(backend.started.wait, 10)
-    params = GenerationParams(
-        model_id="test-model",
-        prompt="gone",
-        negative_prompt=None,
-        width=64,
-        height=64,
-        steps=4,
-        cfg_scale=7.5,
-        seed=3,
-        images=2,
-        lora_strength=None,
-    )
+    params = generation_params(prompt="gone", seed=3, images=2)
 
     async def disconnected() -> bool:
         return True

@@ -4,7 +4,6 @@ deadlines, cancellation and failure isolation. No timing thresholds: events and 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -17,24 +16,10 @@ from murano.engine.engine import Engine
 from murano.engine.job import GenerationJob
 from murano.engine.scheduler import SchedulerConfig
 from murano.errors import DeadlineExceeded, InferenceFailed, JobCancelled, ModelAtCapacity
-from tests.conftest import FakeEngineParts, fake_engine
+from tests.conftest import FakeEngineParts, fake_engine, generation_params
 
-BASE = GenerationParams(
-    model_id="test-model",
-    prompt="p",
-    negative_prompt=None,
-    width=64,
-    height=64,
-    steps=4,
-    cfg_scale=7.5,
-    seed=1,
-    images=1,
-    lora_strength=None,
-)
-
-
-def params(**changes: Any) -> GenerationParams:
-    return dataclasses.replace(BASE, **changes)
+BASE = generation_params()
+params = generation_params
 
 
 def keep(images: Sequence[Image], flags: Sequence[bool] | None) -> list[Image]:

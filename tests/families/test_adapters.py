@@ -9,27 +9,17 @@ import math
 
 import pytest
 
-from murano.catalog.check import MAX_SIDE, GenerationParams
+from murano.catalog.check import MAX_SIDE
 from murano.catalog.entries import build_entry
 from murano.catalog.families import FAMILIES
 from murano.engine.families import ADAPTERS, adapter_for
 from murano.engine.families.hidream import sample_size_for
 from murano.engine.tiny import PIPELINE_CLASSES
 from murano.errors import InvalidRequest
+from tests.conftest import generation_params
 from tests.families.conftest import params, tiny_entry
 
-BASE = GenerationParams(
-    model_id="m",
-    prompt="a cat",
-    negative_prompt=None,
-    width=64,
-    height=64,
-    steps=2,
-    cfg_scale=4.0,
-    seed=1,
-    images=1,
-    lora_strength=None,
-)
+BASE = generation_params(model_id="m", prompt="a cat", steps=2, cfg_scale=4.0)
 
 
 def test_every_family_has_an_adapter_for_its_pipeline() -> None:
