@@ -22,6 +22,7 @@ from murano.catalog.entries import ModelEntry
 from murano.engine.backend import Backend
 from murano.engine.engine import Engine
 from murano.engine.scheduler import Inspector, SchedulerConfig
+from murano.gateway import Gateway
 from murano.metrics import Metrics
 from murano.settings import Settings
 
@@ -94,6 +95,7 @@ def create_app(
     inspector: Inspector | None = None,
     payment_gate: PaymentGate | None = None,
     metrics: Metrics | None = None,
+    gateway: Gateway | None = None,
 ) -> FastAPI:
     metrics = metrics or (engine.metrics if engine is not None else Metrics())
     if engine is None:
@@ -112,6 +114,7 @@ def create_app(
         log.warning(
             "AUTHENTICATION IS OFF (--no-auth): anyone who can reach this server can use it"
         )
+    gateway = gateway or Gateway(metrics=metrics, inspector=inspector)
     service = ImageService(
         engine.catalog,
         engine,
@@ -122,6 +125,7 @@ def create_app(
         allow_hide_watermark=settings.allow_hide_watermark,
         visible_mark=settings.visible_watermark,
         payment_gate=payment_gate,
+        gateway=gateway,
     )
 
     @contextlib.asynccontextmanager
@@ -136,6 +140,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await loading
             await engine.close()
+            await gateway.close()
             await accounts.close()
             close_gate = getattr(payment_gate, "close", None)
             if close_gate is not None:

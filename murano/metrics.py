@@ -59,5 +59,23 @@ class Metrics:
             registry=r,
         )
 
+        # Upstream APIs (models served through the gateway), by base URL.
+        self.upstream_calls = Counter(
+            "murano_upstream_calls", "HTTP calls to upstream APIs", ["upstream"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "murano_upstream_errors",
+            "Failed upstream calls: HTTP status, 'timeout', 'connect' or 'invalid'",
+            ["upstream", "reason"],
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "murano_upstream_seconds",
+            "Upstream call latency",
+            ["upstream"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
