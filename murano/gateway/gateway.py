@@ -172,14 +172,16 @@ class Gateway:
         self.metrics.upstream_calls.labels(upstream.base_url).inc()
         began = time.monotonic()
         try:
-            response = await client.send(entry, request, key)
+            # A deadline for the whole call: httpx's own timeouts bound each read only.
+            async with asyncio.timeout(upstream.timeout_s):
+                response = await client.send(entry, request, key)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             self._count_error(upstream, "connect")
             log.warning("upstream %s unreachable: %s", upstream.base_url, exc)
             if retry:
                 return None
             raise UpstreamUnavailable(upstream.base_url, "unreachable") from exc
-        except httpx.TimeoutException as exc:
+        except (httpx.TimeoutException, TimeoutError) as exc:
             self._count_error(upstream, "timeout")
             log.warning("upstream %s timed out after %.0f s", upstream.base_url, upstream.timeout_s)
             raise UpstreamUnavailable(upstream.base_url, "timeout") from exc

@@ -78,6 +78,7 @@ def gateway_catalog() -> Catalog:
                 "proxied-marked",
                 {**venice("test-model"), "watermark": True, "safety_check": True},
             ),
+            upstream_entry("proxied-slow", {**venice("test-model"), "timeout_s": 0.2}),
             upstream_entry(
                 "proxied-ratio",
                 venice("ratio-model"),
@@ -181,11 +182,12 @@ async def make_pair(
     tmp_path: Path,
     *,
     operator_balance: str = "1",
+    upstream_rpm: int = 100_000,
     inspector: Inspector | None = None,
     environ: dict[str, str] | None = None,
 ) -> AsyncIterator[Pair]:
     async with AsyncExitStack() as stack:
-        upstream_accounts = MemoryAccounts(default_rpm=100_000, failure_budget=100_000)
+        upstream_accounts = MemoryAccounts(default_rpm=upstream_rpm, failure_budget=100_000)
         upstream_parts = FakeEngineParts()
         upstream_settings = make_settings(tmp_path / "upstream", api_keys=[], watermark=False)
         upstream = await stack.enter_async_context(

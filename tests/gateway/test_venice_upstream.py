@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,31 @@ async def test_an_upstream_failing_twice_is_a_503_and_nothing_is_charged(pair: P
     assert len(pair.transport.requests) == 2
     assert await pair.caller_balance() == Decimal("1")
     assert await pair.operator_balance() == Decimal("1")
+
+
+async def test_an_upstream_timeout_is_a_503_and_not_retried(pair: Pair) -> None:
+    backend = pair.upstream_parts.backends["test-model"]
+    backend.gate = threading.Event()  # the upstream never answers in time
+    try:
+        response = await pair.gateway.post(
+            URL, json=body(model="proxied-slow"), headers=pair.caller
+        )
+    finally:
+        backend.gate.set()
+    assert response.status_code == 503
+    assert "retry-after" in response.headers
+    assert len(pair.transport.requests) == 1
+    assert await pair.caller_balance() == Decimal("1")
+
+
+async def test_the_upstreams_429_is_a_503_for_the_caller(tmp_path: Path) -> None:
+    async for pair in make_pair(tmp_path, upstream_rpm=1):
+        first = await pair.gateway.post(URL, json=body(), headers=pair.caller)
+        limited = await pair.gateway.post(URL, json=body(), headers=pair.caller)
+        assert first.status_code == 200
+        assert limited.status_code == 503
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert await pair.caller_balance() == Decimal("0.95")
 
 
 async def test_an_operator_out_of_credit_is_a_503_logged_loudly(
