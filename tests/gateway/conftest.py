@@ -189,7 +189,9 @@ async def make_pair(
     async with AsyncExitStack() as stack:
         upstream_accounts = MemoryAccounts(default_rpm=upstream_rpm, failure_budget=100_000)
         upstream_parts = FakeEngineParts()
-        upstream_settings = make_settings(tmp_path / "upstream", api_keys=[], watermark=False)
+        upstream_settings = make_settings(
+            tmp_path / "upstream", api_keys=[], watermark=False, blocked_terms=["forbidden"]
+        )
         upstream = await stack.enter_async_context(
             running(
                 upstream_settings,

@@ -146,3 +146,15 @@ def test_the_seeds_proprietary_requests_pass_the_example_catalog(example: Catalo
     assert example.get("grok-imagine-image").model_spec.pricing.unit_price(
         params.resolution
     ) == Decimal("0.04")
+
+
+def test_the_readmes_gateway_file_loads(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Venice's proprietary models, behind your own keys", 1)[1]
+    toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    catalog = build_catalog(write(tmp_path, toml), [])
+    nano, gpt = catalog.get("nano-banana-pro"), catalog.get("gpt-image-1")
+    assert nano.upstream is not None and gpt.upstream is not None
+    assert (nano.upstream.kind, gpt.upstream.kind) == ("venice", "openai")
+    assert nano.model_spec.pricing.unit_price("2K") == Decimal("0.25")
+    assert gpt.family_info.negative_prompt is False

@@ -146,6 +146,29 @@ async def test_an_operator_out_of_credit_is_a_503_logged_loudly(
         assert pair.operator_key not in caplog.text
 
 
+async def test_a_wrong_operator_key_is_a_503_logged_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    environ = {"UPSTREAM_KEY": "mur_not-a-key-of-the-upstream"}
+    async for pair in make_pair(tmp_path, environ=environ):
+        with caplog.at_level(logging.ERROR, "murano.gateway"):
+            response = await pair.gateway.post(URL, json=body(), headers=pair.caller)
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "60"
+        assert await pair.caller_balance() == Decimal("1")
+        assert any("rejected the operator's key" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_upstream_content_violation_is_passed_on_and_not_charged(pair: Pair) -> None:
+    response = await pair.gateway.post(
+        URL, json=body(prompt="forbidden fruit", format="png"), headers=pair.caller
+    )
+    assert response.status_code == 200
+    assert response.headers["x-venice-is-content-violation"] == "true"
+    assert await pair.caller_balance() == Decimal("1")
+    assert await pair.operator_balance() == Decimal("1")
+
+
 async def test_a_missing_operator_key_is_a_503(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
