@@ -49,7 +49,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -108,7 +108,7 @@ class UpstreamEntry(BaseModel):
     max_connections: int = Field(default=32, ge=1)
     # OpenAI upstreams: the sizes they accept ("1024x1024", ...); a request gets the one
     # closest to its own aspect ratio. None: the request's own width x height.
-    sizes: list[str] | None = None
+    sizes: list[Annotated[str, Field(pattern=r"^[1-9][0-9]*x[1-9][0-9]*$")]] | None = None
     # murano's own post-processing of the upstream's images, each on request.
     watermark: bool = False
     embed_metadata: bool = False

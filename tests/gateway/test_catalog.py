@@ -98,6 +98,12 @@ def test_an_upstream_entry_names_no_weights(tmp_path: Path, extra: str, message:
         build_catalog(write(tmp_path, text), [])
 
 
+def test_openai_sizes_are_width_x_height(tmp_path: Path) -> None:
+    text = ISSUE_EXAMPLE.replace("timeout_s = 120", 'timeout_s = 120\nsizes = ["1024"]')
+    with pytest.raises(ValueError, match="sizes"):
+        build_catalog(write(tmp_path, text), [])
+
+
 def test_an_unknown_kind_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'venice' or 'openai'"):
         build_catalog(write(tmp_path, ISSUE_EXAMPLE.replace('"venice"', '"stability"')), [])
