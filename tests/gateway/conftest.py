@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 
 from murano.accounts import MemoryAccounts
+from murano.api.serving import PaymentGate
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.gateway import Gateway, Inspector
 from murano.metrics import Metrics
@@ -185,6 +186,7 @@ async def make_pair(
     upstream_rpm: int = 100_000,
     inspector: Inspector | None = None,
     environ: dict[str, str] | None = None,
+    payment_gate: PaymentGate | None = None,
 ) -> AsyncIterator[Pair]:
     async with AsyncExitStack() as stack:
         upstream_accounts = MemoryAccounts(default_rpm=upstream_rpm, failure_budget=100_000)
@@ -224,6 +226,7 @@ async def make_pair(
                 gateway=gateway_obj,
                 metrics=metrics,
                 inspector=inspector,
+                payment_gate=payment_gate,
             )
         )
         caller = await gateway_accounts.create_key(name="caller", balance_usd=Decimal("1"))

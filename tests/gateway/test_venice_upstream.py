@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from murano.accounts.base import Admission, Charge, Outcome, Principal
 from murano.imaging.watermark import has_watermark
 from tests.conftest import API_KEY
 from tests.gateway.conftest import UPSTREAM_URL, Pair, flag_all, images_of, make_pair
@@ -178,6 +179,33 @@ async def test_a_missing_operator_key_is_a_503(
         assert pair.transport.requests == []
         assert await pair.caller_balance() == Decimal("1")
         assert "UPSTREAM_KEY is not set" in caplog.text
+
+
+async def test_an_x402_payment_admits_and_settles_like_a_key(tmp_path: Path) -> None:
+    """A payment gate twin: admits anonymous callers, records the charge and its outcome."""
+    charges: list[Charge] = []
+    outcomes: list[Outcome] = []
+
+    async def gate(principal: Principal, charge: Charge) -> Admission:
+        charges.append(charge)
+
+        async def settle(outcome: Outcome) -> None:
+            outcomes.append(outcome)
+
+        return Admission(principal, charge, settle_hook=settle)
+
+    async for pair in make_pair(tmp_path, payment_gate=gate):
+        paid = await pair.gateway.post(URL, json=body(variants=2))
+        assert paid.status_code == 200
+        pair.transport.stopped.add("upstream.test")
+        failed = await pair.gateway.post(URL, json=body())
+        assert failed.status_code == 503
+        assert [(c.model_id, c.images, c.unit_price_usd) for c in charges] == [
+            ("proxied", 2, Decimal("0.05")),
+            ("proxied", 1, Decimal("0.05")),
+        ]
+        assert outcomes == [Outcome.DELIVERED, Outcome.FAILED]
+        assert await pair.operator_balance() == Decimal("0.98")
 
 
 async def test_return_binary_through_the_gateway(pair: Pair) -> None:
