@@ -1,0 +1,138 @@
+"""The playground in a real headless Chromium against the real server in a subprocess, found
+the way a screen reader finds it: the textbox labelled "Prompt", the "Generate" button,
+images whose alt text starts with "Generated image", errors in the `alert`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+
+from tests.live_server import LiveServer
+from tests.playground.conftest import ARTIFACTS, KEY
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+# The tiny model on a busy 2-core machine: generous, never a measurement.
+GENERATION_MS = 120_000
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser profile (empty local storage) that fails the test on any script error
+    or Content-Security-Policy violation."""
+    context = browser.new_context()
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+
+    def on_console(message: ConsoleMessage) -> None:
+        if (
+            "Content Security Policy" in message.text
+            or message.type == "error"
+            and ("Failed to load resource" not in message.text)
+        ):
+            problems.append(message.text)
+
+    page.on("console", on_console)
+    yield page
+    context.close()
+    assert problems == []
+
+
+def open_playground(page: Page, server: LiveServer) -> None:
+    page.goto(f"{server.url}/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+
+def save_key(page: Page, key: str) -> None:
+    page.get_by_role("textbox", name="API key").fill(key)
+    page.get_by_role("button", name="Save key").click()
+
+
+def prompt(page: Page) -> Any:
+    return page.get_by_role("textbox", name="Prompt", exact=True)
+
+
+def test_generate_with_the_default_model(page: Page, server: LiveServer) -> None:
+    open_playground(page, server)
+    expect(page.get_by_label("Model")).to_have_value("murano-tiny")
+    save_key(page, KEY)
+    prompt(page).fill("a lighthouse at dusk")
+    page.get_by_label("Style preset").select_option("3D Model")
+    page.get_by_label("Width").fill("128")
+    page.get_by_label("Height").fill("64")
+    with page.expect_request("**/api/v1/image/generate") as sent:
+        page.get_by_role("button", name="Generate").click()
+    image = page.get_by_role("img", name="Generated image 1 of 1")
+    expect(image).to_be_visible(timeout=GENERATION_MS)
+
+    body = json.loads(sent.value.post_data or "{}")
+    assert body["model"] == "murano-tiny" and body["prompt"] == "a lighthouse at dusk"
+    assert (body["style_preset"], body["width"], body["height"]) == ("3D Model", 128, 64)
+    assert sent.value.headers["authorization"] == f"Bearer {KEY}"
+    assert image.get_attribute("alt") == "Generated image 1 of 1: a lighthouse at dusk"
+    size = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert size == [128, 64]
+    caption = page.locator("figcaption").inner_text()
+    assert "seed " in caption and "128×64" in caption and "total" in caption
+    download = page.get_by_role("link", name="Download")
+    assert (download.get_attribute("download") or "").endswith(".webp")
+    expect(page.get_by_role("alert")).to_be_hidden()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)
+
+    # The snippets show the same request; the history keeps it across a reload, and so
+    # does the key (local storage).
+    page.get_by_role("tab", name="Python (httpx)").click()
+    snippet = page.get_by_role("tabpanel").inner_text()
+    assert '"style_preset": "3D Model"' in snippet and '"width": 128' in snippet
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    assert page.evaluate("localStorage.getItem('murano.apiKey')") == KEY
+    history = page.get_by_role("listitem").filter(has_text="a lighthouse at dusk")
+    expect(history).to_have_count(1)
+    history.get_by_role("button", name="Use these settings").click()
+    expect(prompt(page)).to_have_value("a lighthouse at dusk")
+    expect(page.get_by_label("Width")).to_have_value("128")
+    expect(page.get_by_label("Style preset")).to_have_value("3D Model")
+
+
+def test_a_400_is_shown_in_the_alert(page: Page, server: LiveServer) -> None:
+    open_playground(page, server)
+    save_key(page, KEY)
+    prompt(page).fill("a lighthouse")
+    page.get_by_label("Width").fill("65")  # the page sends it as typed; the server refuses
+    page.get_by_role("button", name="Generate").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("width must be divisible by 8 for model 'murano-tiny' (got 65)")
+    expect(page.get_by_role("img", name="Generated image")).to_have_count(0)
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+
+
+def test_a_wrong_key_is_a_401_in_the_alert(page: Page, server: LiveServer) -> None:
+    open_playground(page, server)
+    save_key(page, "not-a-key")
+    prompt(page).fill("a lighthouse")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_role("alert")).to_contain_text("Authentication failed")
+    expect(page.get_by_role("img", name="Generated image")).to_have_count(0)
+
+
+def test_without_auth_no_key_is_asked(page: Page, open_server: LiveServer) -> None:
+    open_playground(page, open_server)
+    expect(page.get_by_role("textbox", name="API key")).to_be_hidden()
+    prompt(page).fill("a red boat")
+    page.get_by_label("Width").fill("64")
+    page.get_by_label("Height").fill("64")
+    page.get_by_label("Variants").fill("2")
+    with page.expect_request("**/api/v1/image/generate") as sent:
+        page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_role("img", name="Generated image")).to_have_count(2, timeout=GENERATION_MS)
+    assert "authorization" not in sent.value.headers
+    captions = page.locator("figcaption").all_inner_texts()
+    seeds = [int(text.split("seed ")[1].split(" ")[0]) for text in captions]
+    assert seeds[1] == seeds[0] + 1
