@@ -30,10 +30,8 @@ def page(browser: Browser) -> Iterator[Page]:
     page.on("pageerror", lambda error: problems.append(str(error)))
 
     def on_console(message: ConsoleMessage) -> None:
-        if (
-            "Content Security Policy" in message.text
-            or message.type == "error"
-            and ("Failed to load resource" not in message.text)
+        if "Content Security Policy" in message.text or (
+            message.type == "error" and ("Failed to load resource" not in message.text)
         ):
             problems.append(message.text)
 
