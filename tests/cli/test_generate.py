@@ -166,3 +166,11 @@ def test_the_installed_command(server: LiveServer, tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     assert image_format(tmp_path / "k.jpg") == "JPEG"
     assert done.stdout.splitlines()[0].startswith("k.jpg  seed ")
+
+
+def test_model_loading_shows_progress_in_the_log(server: LiveServer) -> None:
+    """diffusers' own progress bar for loading the pipeline reaches the server's log (so
+    does huggingface_hub's for a download; none happens offline)."""
+    log = server.log.read_text()
+    assert "loading model murano-tiny from" in log
+    assert "Loading pipeline components" in log
