@@ -39,11 +39,20 @@ Progress = Callable[[ServerEvent], None]
 
 
 class Client:
-    def __init__(self, url: str, key: str | None, *, timeout_s: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        key: str | None,
+        *,
+        timeout_s: float,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.url = url.rstrip("/")
         timeout = httpx.Timeout(10.0, read=timeout_s)
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
 
     def __enter__(self) -> Client:
         return self

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from tests.live_server import LiveServer, live_server
 
@@ -25,6 +25,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# A busy CI machine starts Chromium and answers slowly; waits are generous, never measured.
+expect.set_options(timeout=30_000)
+
 # Screenshots are kept here for people (and CI) to look at; the directory is git-ignored.
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
 
