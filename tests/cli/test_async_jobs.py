@@ -14,11 +14,12 @@ import pytest
 from murano.cli._client import ApiError, Client, ServerEvent
 
 RESULT = {"id": "generate-image-1", "images": ["AAAA"], "timing": {"total": 5}, "request": {}}
-JOB = {
+EVENTS_PATH = "/api/v1/image/jobs/job-1/events"
+JOB: dict[str, Any] = {
     "id": "job-1",
     "status": "queued",
     "queuePosition": 2,
-    "links": {"self": "/api/v1/image/jobs/job-1", "events": "/api/v1/image/jobs/job-1/events"},
+    "links": {"self": "/api/v1/image/jobs/job-1", "events": EVENTS_PATH},
 }
 
 
@@ -39,7 +40,7 @@ class FakeJobServer:
         if request.url.path == "/api/v1/image/generate":
             assert request.headers["prefer"] == "respond-async"
             return httpx.Response(202, json=JOB)
-        if request.url.path == JOB["links"]["events"]:
+        if request.url.path == EVENTS_PATH:
             body = sse(self.events)
             return httpx.Response(
                 200, headers={"content-type": "text/event-stream"}, stream=_Chunks(body)
@@ -76,7 +77,8 @@ def test_progress_then_the_result() -> None:
     )
     result, seen = run(server)
     assert result == RESULT
-    assert [event.event for event in seen] == ["queued", "queued", "started", "progress", "progress"]
+    kinds = [event.event for event in seen]
+    assert kinds == ["queued", "queued", "started", "progress", "progress"]
     assert seen[0].data["queuePosition"] == 2  # the 202 itself
     assert [event.data.get("step") for event in seen[3:]] == [1, 2]
     events_request = server.requests[1]
