@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route, expect
@@ -224,3 +225,59 @@ def test_a_failed_asynchronous_job_is_shown_in_the_alert(page: Page, server: Liv
     page.get_by_role("button", name="Generate").click()
     expect(page.get_by_role("alert")).to_have_text("Inference processing failed")
     expect(page.get_by_role("img", name="Generated image")).to_have_count(0)
+
+
+def test_a_model_sized_by_aspect_ratio(page: Page, server: LiveServer) -> None:
+    """A model whose constraints list aspect ratios gets ratio and resolution pickers
+    instead of width and height, and its own step limit. The model list is the real one
+    plus such a model; the generate call is answered by a fake to see what is sent."""
+    models = httpx.get(f"{server.url}/api/v1/models?type=image", timeout=30).json()
+    ratio_model = {
+        **models["data"][0],
+        "id": "ratio-model",
+        "model_spec": {
+            **models["data"][0]["model_spec"],
+            "name": "Ratio model",
+            "traits": [],
+            "constraints": {
+                "promptCharacterLimit": 1500,
+                "steps": {"default": 8, "max": 8},
+                "widthHeightDivisor": 16,
+                "aspectRatios": ["1:1", "16:9", "9:16"],
+                "defaultAspectRatio": "1:1",
+                "resolutions": ["1K", "2K"],
+                "defaultResolution": "1K",
+            },
+        },
+    }
+    listing = {**models, "data": [*models["data"], ratio_model]}
+    page.route("**/api/v1/models?type=image", lambda route: route.fulfill(json=listing))
+    sent: list[dict[str, Any]] = []
+
+    def generate(route: Route) -> None:
+        sent.append(json.loads(route.request.post_data or "{}"))
+        route.fulfill(status=400, json={"error": "fake: not generated"})
+
+    page.route("**/api/v1/image/generate", generate)
+    open_playground(page, server)
+    save_key(page, KEY)
+    page.get_by_label("Model").select_option("ratio-model")
+    expect(page.get_by_label("Width")).to_be_hidden()
+    expect(page.get_by_label("Steps")).to_have_value("8")
+    assert page.get_by_label("Steps").get_attribute("max") == "8"
+    page.get_by_label("Aspect ratio").select_option("16:9")
+    page.get_by_label("Resolution").select_option("2K")
+    prompt(page).fill("a wide valley")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_role("alert")).to_have_text("fake: not generated")
+    body = sent[0]
+    assert (body["model"], body["aspect_ratio"], body["resolution"]) == (
+        "ratio-model",
+        "16:9",
+        "2K",
+    )
+    assert "width" not in body and "height" not in body
+    # Back to the default model: width and height again, its own step default.
+    page.get_by_label("Model").select_option("murano-tiny")
+    expect(page.get_by_label("Width")).to_be_visible()
+    expect(page.get_by_label("Aspect ratio")).to_be_hidden()
