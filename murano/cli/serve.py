@@ -87,6 +87,9 @@ def _serve(args: argparse.Namespace) -> int:
     )
     _show_load_progress()
     app = create_app(settings)
+    if settings.playground:
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        logging.getLogger("murano").info("playground: http://%s:%d/", host, settings.port)
     uvicorn.run(
         app,
         host=settings.host,

@@ -174,3 +174,4 @@ def test_model_loading_shows_progress_in_the_log(server: LiveServer) -> None:
     log = server.log.read_text()
     assert "loading model murano-tiny from" in log
     assert "Loading pipeline components" in log
+    assert f"playground: {server.url}/" in log
