@@ -55,8 +55,10 @@ def open_server(data_dir: Path) -> Iterator[LiveServer]:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Module-scoped on purpose: between its calls Playwright's sync API leaves its event
+    loop marked as running in this thread, which would break every asyncio test after it."""
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (CI's .ci/run does)")
     with sync_playwright() as playwright:
