@@ -161,6 +161,10 @@ def create_app(
     install_error_handlers(app)
     for router in _routers():
         app.include_router(router)
+    if settings.playground:
+        from murano.api import playground
+
+        app.include_router(playground.router)
     if payment_gate is not None:
         from murano.api import x402
         from murano.payments import X402Context
@@ -170,7 +174,55 @@ def create_app(
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(Compression)
     app.add_middleware(RequestContext, metrics=metrics)
+    if settings.cors_origins:
+        _add_cors(app, settings.cors_origins)
     return app
+
+
+# What a browser client may read besides the CORS-safelisted headers.
+_EXPOSED_HEADERS = [
+    "CF-RAY",
+    "x-request-id",
+    "x-venice-version",
+    "x-venice-timestamp",
+    "x-venice-model-id",
+    "x-venice-model-name",
+    "x-venice-is-blurred",
+    "x-venice-is-content-violation",
+    "x-venice-balance-usd",
+    "x-murano-safety-checked",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "Retry-After",
+    "Location",
+    "PAYMENT-REQUIRED",
+    "PAYMENT-RESPONSE",
+    "X-PAYMENT-RESPONSE",
+]
+
+
+def _add_cors(app: FastAPI, origins: list[str]) -> None:
+    """Outermost, so that preflights are answered before any guard and every response,
+    errors included, carries the headers a browser needs to read it."""
+    from fastapi.middleware.cors import CORSMiddleware
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Accept",
+            "Prefer",
+            "PAYMENT-SIGNATURE",
+            "X-PAYMENT",
+            "SIGN-IN-WITH-X",
+        ],
+        expose_headers=_EXPOSED_HEADERS,
+        max_age=600,
+    )
 
 
 def _routers() -> list[Any]:

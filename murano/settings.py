@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     model_sources: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = 1_048_576
     log_level: str = "info"
+    # The browser playground at `/` (MURANO_PLAYGROUND=false turns it off).
+    playground: bool = True
+    # Origins allowed to call the API from a browser (CORS), comma-separated; `*` for any.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Auth: keys from settings (comma-separated in MURANO_API_KEYS) unless a database is used.
     auth: bool = True
@@ -69,7 +73,7 @@ class Settings(BaseSettings):
     x402_wallets: bool = False
 
     _csv = field_validator(
-        "api_keys", "model_sources", "blocked_terms", "x402_networks", mode="before"
+        "api_keys", "model_sources", "blocked_terms", "x402_networks", "cors_origins", mode="before"
     )(_split_csv)
 
     @property
