@@ -171,6 +171,6 @@ def create_app(
 
 
 def _routers() -> list[Any]:
-    from murano.api import admin
+    from murano.api import admin, edit
 
-    return [image.router, models.router, health.router, admin.router]
+    return [image.router, edit.router, models.router, health.router, admin.router]
