@@ -7,7 +7,9 @@ each keeping the shared invariants: same seed → same image, batched == alone, 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -184,3 +186,12 @@ def test_flux2_takes_several_reference_images(tiny_models: TinyModels) -> None:
         assert max_diff(both, first) > 0
     finally:
         backend.unload()
+
+
+def test_the_cli_builds_the_edit_families(tmp_path: Path) -> None:
+    from murano.cli import main
+
+    out = tmp_path / "kontext"
+    assert main(["models", "tiny", "--family", "flux-kontext", "--out", str(out)]) == 0
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == "FluxKontextPipeline"
