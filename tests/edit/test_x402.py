@@ -7,22 +7,16 @@ from __future__ import annotations
 import base64
 
 from tests.edit.images import encoded
-from tests.payments.conftest import (  # noqa: F401  (fixtures)
-    ORIGIN,
-    Buyer,
-    buyer,
-    facilitator,
-    token,
-)
+from tests.payments.conftest import ORIGIN, Buyer
 from tests.payments.facilitator import LocalFacilitator
-from tests.payments.test_http import Paid, paid  # noqa: F401  (the fixture)
+from tests.payments.test_http import Paid
 
 EDIT = "/api/v1/image/edit"
 BODY = {"prompt": "make it blue", "image": base64.b64encode(encoded(256, 256)).decode()}
 
 
 async def test_an_unpaid_edit_is_asked_to_pay_after_validation(
-    paid: Paid,  # noqa: F811
+    paid: Paid,
     facilitator: LocalFacilitator,
 ) -> None:
     async with paid.client() as http:
@@ -36,7 +30,7 @@ async def test_an_unpaid_edit_is_asked_to_pay_after_validation(
     assert body["accepts"][0]["amount"] == "10000"  # $0.01 in USDC units
 
 
-async def test_the_sdk_pays_for_an_edit(paid: Paid, buyer: Buyer) -> None:  # noqa: F811
+async def test_the_sdk_pays_for_an_edit(paid: Paid, buyer: Buyer) -> None:
     async with paid.client(buyer) as http:
         response = await http.post(EDIT, json=BODY)
     assert response.status_code == 200, response.text
