@@ -171,7 +171,9 @@ def create_app(
 
         app.include_router(x402.router)
         app.add_middleware(X402Context)
-    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyGuard, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
+    )
     app.add_middleware(Compression)
     app.add_middleware(RequestContext, metrics=metrics)
     if settings.cors_origins:
@@ -226,6 +228,6 @@ def _add_cors(app: FastAPI, origins: list[str]) -> None:
 
 
 def _routers() -> list[Any]:
-    from murano.api import admin
+    from murano.api import admin, edit
 
-    return [image.router, models.router, health.router, admin.router]
+    return [image.router, edit.router, models.router, health.router, admin.router]

@@ -34,6 +34,9 @@ class Constraints(_Spec):
     defaultAspectRatio: str | None = None
     resolutions: list[str] | None = None
     defaultResolution: str | None = None
+    # Edit (inpaint) models: whether several input images combine, and how many at most.
+    combineImages: bool | None = None
+    maxInputImages: int | None = Field(default=None, ge=1)
 
 
 class Price(_Spec):
@@ -45,9 +48,14 @@ class Pricing(_Spec):
     generation: Price | None = None
     resolutions: dict[str, Price] | None = None
     upscale: dict[str, Price] | None = None
+    # Per edit (`/image/edit`, `/image/multi-edit`, `/images/edits`); else the generation price.
+    inpaint: Price | None = None
 
-    def unit_price(self, resolution: str | None) -> Decimal:
-        """USD per image: the tier's price when the model is tiered by resolution."""
+    def unit_price(self, resolution: str | None, *, edit: bool = False) -> Decimal:
+        """USD per image: the tier's price when the model is tiered by resolution; for an
+        edit, the `inpaint` price when the model has one."""
+        if edit and self.inpaint is not None:
+            return self.inpaint.usd
         # Tiers match whatever their case: Venice prices Grok's "1k" under "1K".
         tiers = {tier.upper(): price for tier, price in (self.resolutions or {}).items()}
         if resolution is not None and resolution.upper() in tiers:

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from murano.engine.tiny import FAMILIES
+from murano.engine.tiny import EDIT_FAMILIES, FAMILIES
 
 __all__ = ["register"]
 
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     tiny = actions.add_parser(
         "tiny", help="build a tiny random-weight pipeline of a family", description=__doc__
     )
-    _add_family(tiny)
+    _add_family(tiny, (*FAMILIES, *EDIT_FAMILIES))
     tiny.add_argument("--out", type=Path, required=True, metavar="DIR", help="an empty folder")
     _add_seed(tiny)
     tiny.set_defaults(func=_tiny)
@@ -45,13 +45,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     lora.set_defaults(func=_tiny_lora)
 
 
-def _add_family(parser: argparse.ArgumentParser) -> None:
+def _add_family(parser: argparse.ArgumentParser, families: tuple[str, ...] = FAMILIES) -> None:
     parser.add_argument(
         "--family",
         required=True,
-        choices=FAMILIES,
+        choices=families,
         metavar="NAME",
-        help=f"model family: {', '.join(FAMILIES)}",
+        help=f"model family: {', '.join(families)}",
     )
 
 

@@ -19,11 +19,23 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
 
-from murano.engine.tiny import chroma, flux, flux2, hidream, qwen_image, sd, sd3, sdxl, z_image
+from murano.engine.tiny import (
+    chroma,
+    flux,
+    flux2,
+    flux_kontext,
+    hidream,
+    qwen_image,
+    sd,
+    sd3,
+    sdxl,
+    z_image,
+)
 
 __all__ = [
     "DEFAULT_MODEL_CFG",
     "DEFAULT_MODEL_STEPS",
+    "EDIT_FAMILIES",
     "FAMILIES",
     "PIPELINE_CLASSES",
     "build_default_model",
@@ -48,8 +60,13 @@ _BUILDERS: Mapping[str, _Builder] = {
     "qwen-image": qwen_image.build_qwen_image,
     "hidream": hidream.build_hidream,
 }
+# Instruction-edit families: tested by the edit tests, not the text-to-image ones.
+_EDIT_BUILDERS: Mapping[str, _Builder] = {
+    "flux-kontext": flux_kontext.build_flux_kontext,
+}
 
 FAMILIES: tuple[str, ...] = tuple(_BUILDERS)
+EDIT_FAMILIES: tuple[str, ...] = tuple(_EDIT_BUILDERS)
 
 # The diffusers pipeline class each family's tiny model is, as `model_index.json` records it.
 PIPELINE_CLASSES: Mapping[str, str] = MappingProxyType(
@@ -79,9 +96,10 @@ _COMPLETE_MARKER = ".murano-complete"
 
 def build_tiny(family: str, out_dir: Path, *, seed: int = 0) -> Path:
     """Build the tiny test pipeline of `family` into `out_dir` and return `out_dir`."""
-    builder = _BUILDERS.get(family)
+    builder = _BUILDERS.get(family) or _EDIT_BUILDERS.get(family)
     if builder is None:
-        raise ValueError(f"unknown model family {family!r}; known families: {', '.join(FAMILIES)}")
+        known = ", ".join((*FAMILIES, *EDIT_FAMILIES))
+        raise ValueError(f"unknown model family {family!r}; known families: {known}")
     return builder(out_dir, seed=seed)
 
 
