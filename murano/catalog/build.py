@@ -8,13 +8,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from murano.catalog.entries import Catalog, ModelEntry, build_entry, load_models_file
 from murano.catalog.families import detect_family
+from murano.catalog.postops import build_postop_entry, is_postop
 from murano.catalog.spec import Constraints, ModelSpec, Price, Pricing, StepsConstraint
 
 __all__ = [
@@ -136,6 +137,8 @@ def single_file_family(source: str, revision: str | None = None) -> str:
 
 
 def _with_family(raw: dict[str, Any]) -> ModelEntry:
+    if is_postop(raw):
+        return build_postop_entry(raw)
     family = raw.get("family")
     if not isinstance(family, str):
         source = str(raw.get("source", ""))
@@ -151,9 +154,10 @@ def build_catalog(
     models_file: Path | None,
     model_sources: list[str],
     default: ModelEntry | None = None,
+    extras: Sequence[ModelEntry] = (),
 ) -> Catalog:
     """Entries from `models_file` and `ID=SOURCE` strings; `default` (the embedded model)
-    when there are none."""
+    and `extras` (the embedded upscaler and background remover) when there are none."""
     raws: list[dict[str, Any]] = []
     default_id: str | None = None
     if models_file is not None:
@@ -167,5 +171,5 @@ def build_catalog(
     if not entries:
         if default is None:
             raise ValueError("no models configured")
-        entries = [default]
+        entries = [default, *extras]
     return Catalog(entries, default_id)

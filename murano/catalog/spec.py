@@ -56,6 +56,12 @@ class Pricing(_Spec):
             return next(iter(self.resolutions.values())).usd
         return Decimal(0)
 
+    def upscale_price(self, tier: str) -> Decimal:
+        """USD for one upscale at `tier` ("2x" or "4x"); the flat price without tiers."""
+        if self.upscale and tier in self.upscale:
+            return self.upscale[tier].usd
+        return self.unit_price(None)
+
 
 class ModelSpec(_Spec):
     name: str
