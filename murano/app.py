@@ -162,7 +162,9 @@ def create_app(
 
         app.include_router(x402.router)
         app.add_middleware(X402Context)
-    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyGuard, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
+    )
     app.add_middleware(Compression)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

@@ -4,6 +4,8 @@ Venice's status code and JSON body, and nothing else does.
     MuranoError
     ├── InvalidRequest            a value the model or the API cannot take (field, message)
     │   └── UnsupportedFeature    a field this model cannot honour (field, model)
+    ├── PayloadTooLarge           an input (image) over its size limit (field)
+    ├── UnsupportedMediaType      an input that declares a type we cannot take (field)
     ├── ModelNotFound             no model with that id
     ├── AuthenticationFailed      missing, unknown, revoked or expired credentials
     ├── Forbidden                 valid credentials without the right (admin API)
@@ -35,10 +37,12 @@ __all__ = [
     "ModelNotFound",
     "ModelUnavailable",
     "MuranoError",
+    "PayloadTooLarge",
     "PaymentRequired",
     "PaymentServiceUnavailable",
     "RateLimited",
     "UnsupportedFeature",
+    "UnsupportedMediaType",
 ]
 
 
@@ -65,6 +69,22 @@ class UnsupportedFeature(InvalidRequest):
     def __init__(self, field: str, model: str, message: str | None = None) -> None:
         super().__init__(field, message or f"Model '{model}' does not support '{field}'.")
         self.model = model
+
+
+class PayloadTooLarge(MuranoError):
+    """An input over its size limit (an input image of 25 MB or more); `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnsupportedMediaType(MuranoError):
+    """An input that declares a media type murano cannot take; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ModelNotFound(MuranoError):

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # `--model ID=SOURCE`, repeatable; served next to (or instead of) the models file.
     model_sources: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = 1_048_576
+    # Bodies of the routes that take input images (edit, multi-edit, upscale, background
+    # removal, OpenAI edits): several images of up to 25 MB each, base64 or multipart.
+    max_upload_bytes: int = 104_857_600
     log_level: str = "info"
 
     # Auth: keys from settings (comma-separated in MURANO_API_KEYS) unless a database is used.
@@ -52,6 +55,12 @@ class Settings(BaseSettings):
     # Cap on the weights of all resident models together (GB); None: no cap.
     memory_budget_gb: float | None = None
 
+    # Input images given as URLs: host patterns allowed (none: URL inputs are refused),
+    # the time one fetch may take, and the most bytes it may read.
+    fetch_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    fetch_timeout_s: float = 10.0
+    fetch_max_bytes: int = 25 * 1024 * 1024
+
     # Post-processing (safety, watermark, metadata)
     safety_classifier: str | None = None
     safety_threshold: float = 0.5
@@ -69,7 +78,12 @@ class Settings(BaseSettings):
     x402_wallets: bool = False
 
     _csv = field_validator(
-        "api_keys", "model_sources", "blocked_terms", "x402_networks", mode="before"
+        "api_keys",
+        "model_sources",
+        "blocked_terms",
+        "x402_networks",
+        "fetch_allow",
+        mode="before",
     )(_split_csv)
 
     @property

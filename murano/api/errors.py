@@ -25,9 +25,11 @@ from murano.errors import (
     ModelNotFound,
     ModelUnavailable,
     MuranoError,
+    PayloadTooLarge,
     PaymentRequired,
     PaymentServiceUnavailable,
     RateLimited,
+    UnsupportedMediaType,
 )
 
 __all__ = ["detailed_error", "install_error_handlers", "status_for", "validation_details"]
@@ -41,6 +43,8 @@ _STATUS: tuple[tuple[type[MuranoError], int], ...] = (
     (PaymentRequired, 402),
     (Forbidden, 403),
     (ModelNotFound, 404),
+    (PayloadTooLarge, 413),
+    (UnsupportedMediaType, 415),
     (RateLimited, 429),
     (JobCancelled, 499),
     (InferenceFailed, 500),
@@ -70,6 +74,8 @@ def detailed_error(
 def error_body(error: MuranoError) -> dict[str, Any]:
     if isinstance(error, PaymentRequired):
         return error.body
+    if isinstance(error, PayloadTooLarge):
+        return {"code": "PAYLOAD_TOO_LARGE", "error": error.message}
     if isinstance(error, InvalidRequest):
         details = {"_errors": [], error.field: {"_errors": [error.message]}}
         issue = {"code": "custom", "path": [error.field], "message": error.message}

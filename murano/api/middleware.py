@@ -105,13 +105,24 @@ class RequestContext:
 
 class BodyGuard:
     """POSTs under /api/ must be JSON (415) and at most `max_bytes` long (413), checked
-    before the body is parsed."""
+    before the body is parsed. The routes that take input images (`upload_paths`) also take
+    `multipart/form-data`, up to `max_upload_bytes`."""
 
     bodiless_paths = frozenset({"/api/v1/x402/top-up"})
+    upload_paths = frozenset(
+        {
+            "/api/v1/image/edit",
+            "/api/v1/image/multi-edit",
+            "/api/v1/image/upscale",
+            "/api/v1/image/background-remove",
+            "/api/v1/images/edits",
+        }
+    )
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_upload_bytes = max_bytes if max_upload_bytes is None else max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -125,11 +136,14 @@ class BodyGuard:
         length = _header(scope, b"content-length")
         # x402 clients POST to the top-up route with no body at all.
         bodiless = scope["path"] in self.bodiless_paths and length in (None, "0")
-        if content_type != "application/json" and not bodiless:
+        upload = scope["path"] in self.upload_paths
+        allowed = ("application/json", "multipart/form-data") if upload else ("application/json",)
+        if content_type not in allowed and not bodiless:
             await _send_json(send, 415, {"error": "Invalid request content-type"})
             return
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._too_large(send)
+        limit = self.max_upload_bytes if upload else self.max_bytes
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._too_large(send, limit)
             return
         received = 0
         too_large = False
@@ -139,7 +153,7 @@ class BodyGuard:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     too_large = True
                     raise _TooLarge
             return message
@@ -147,10 +161,10 @@ class BodyGuard:
         try:
             await self.app(scope, guarded_receive, send)
         except _TooLarge:
-            await self._too_large(send)
+            await self._too_large(send, limit)
 
-    async def _too_large(self, send: Send) -> None:
-        limit_kb = max(1, self.max_bytes // 1024)
+    async def _too_large(self, send: Send, limit: int) -> None:
+        limit_kb = max(1, limit // 1024)
         await _send_json(
             send,
             413,
