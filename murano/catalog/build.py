@@ -15,7 +15,7 @@ from typing import Any
 
 from murano.catalog.entries import Catalog, ModelEntry, build_entry, load_models_file
 from murano.catalog.families import detect_family
-from murano.catalog.postops import build_postop_entry, is_postop
+from murano.catalog.postops import build_postop_entry, check_references, is_postop
 from murano.catalog.spec import Constraints, ModelSpec, Price, Pricing, StepsConstraint
 
 __all__ = [
@@ -172,4 +172,5 @@ def build_catalog(
         if default is None:
             raise ValueError("no models configured")
         entries = [default, *extras]
+    check_references(entries)
     return Catalog(entries, default_id)

@@ -9,7 +9,7 @@ the request rules of their endpoints that need no pixels (Venice's output pixel 
     options = { tile = 512, tile_overlap = 32 }
     [models.model_spec]
     name = "Swin2SR x4"
-    pricing = { upscale = { "2x" = { usd = 0.02, diem = 0.02 }, "4x" = { usd = 0.08, diem = 0.08 } } }
+    pricing.upscale = { "2x" = { usd = 0.02 }, "4x" = { usd = 0.08 } }   # Venice's, when omitted
 
     [[models]]
     id = "bria-bg-remover"
@@ -45,6 +45,7 @@ __all__ = [
     "SegmentOptions",
     "UpscaleOptions",
     "build_postop_entry",
+    "check_references",
     "is_postop",
     "segment_options",
     "tiny_entry",
@@ -79,6 +80,10 @@ class UpscaleOptions(BaseModel):
     # so that memory stays bounded for large images; neighbours overlap and are blended.
     tile: int = Field(default=512, ge=32)
     tile_overlap: int = Field(default=32, ge=0)
+    # `creativity` > 0 adds an image-to-image pass at strength creativity × 10 on this image
+    # model (None: the catalog's default model); False: creativity is accepted and unused.
+    creativity: bool = True
+    creativity_model: str | None = None
 
 
 class SegmentOptions(BaseModel):
@@ -134,6 +139,20 @@ def build_postop_entry(raw: dict[str, Any]) -> ModelEntry:
     except ValidationError as exc:
         raise ValueError(f"model entry {model_id!r}: {exc}") from exc
     return entry
+
+
+def check_references(entries: list[ModelEntry]) -> None:
+    """Each upscaler's `creativity_model` is an image model of the catalog."""
+    images = {entry.id for entry in entries if entry.type == "image"}
+    for entry in entries:
+        if entry.type != "upscale":
+            continue
+        target = upscale_options(entry).creativity_model
+        if target is not None and target not in images:
+            raise ValueError(
+                f"model entry {entry.id!r}: creativity_model {target!r} is not an image model"
+                " of this catalog"
+            )
 
 
 def upscale_options(entry: ModelEntry) -> UpscaleOptions:

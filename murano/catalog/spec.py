@@ -47,7 +47,10 @@ class Pricing(_Spec):
     upscale: dict[str, Price] | None = None
 
     def unit_price(self, resolution: str | None) -> Decimal:
-        """USD per image: the tier's price when the model is tiered by resolution."""
+        """USD per image: the tier's price when the model is tiered by resolution (an
+        upscale's tier is its factor, "2x" or "4x")."""
+        if self.upscale and resolution in self.upscale:
+            return self.upscale[resolution].usd
         if self.resolutions and resolution in self.resolutions:
             return self.resolutions[resolution].usd
         if self.generation is not None:
@@ -55,12 +58,6 @@ class Pricing(_Spec):
         if self.resolutions:
             return next(iter(self.resolutions.values())).usd
         return Decimal(0)
-
-    def upscale_price(self, tier: str) -> Decimal:
-        """USD for one upscale at `tier` ("2x" or "4x"); the flat price without tiers."""
-        if self.upscale and tier in self.upscale:
-            return self.upscale[tier].usd
-        return self.unit_price(None)
 
 
 class ModelSpec(_Spec):

@@ -31,7 +31,7 @@ from murano.catalog.entries import ModelEntry
 from murano.catalog.postops import SegmentOptions, segment_options
 from murano.engine._weights import weights_file
 
-__all__ = ["Matting", "SegmentBackend", "load_matting", "load_segment_backend", "cut_out"]
+__all__ = ["Matting", "SegmentBackend", "cut_out", "load_matting", "load_segment_backend"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -111,14 +111,14 @@ class Matting:
 
         height, width = self.size
         resized = image.convert("RGB").resize((width, height), PILImage.Resampling.BILINEAR)
-        array = np.asarray(resized, dtype=np.float32) * self.rescale
+        array: Any = np.asarray(resized, dtype=np.float32) * self.rescale
         array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return array.transpose(2, 0, 1)[None].astype(np.float32)
 
     def _alpha(self, raw: Any) -> Any:
         import numpy as np
 
-        values = np.asarray(raw, dtype=np.float32)
+        values: Any = np.asarray(raw, dtype=np.float32)
         while values.ndim > 2:
             values = values[0]
         activation = self.activation

@@ -36,9 +36,11 @@ from murano.catalog.postops import upscale_options
 from murano.engine._weights import weights_file
 
 __all__ = [
+    "CREATIVITY_TO_STRENGTH",
     "Refiner",
     "SuperResolution",
     "UpscaleBackend",
+    "creativity_refiner",
     "load_super_resolution",
     "load_upscale_backend",
     "run_tiled",
@@ -80,11 +82,9 @@ class _TorchSR:
 def _load_swin2sr(entry: ModelEntry, device: str) -> SuperResolution:
     from transformers import Swin2SRForImageSuperResolution
 
-    model = Swin2SRForImageSuperResolution.from_pretrained(
-        entry.source,
-        revision=entry.revision,
-        use_safetensors=True,
-        token=os.environ.get("HF_TOKEN"),
+    kwargs: dict[str, Any] = {"revision": entry.revision, "token": os.environ.get("HF_TOKEN")}
+    model: Any = Swin2SRForImageSuperResolution.from_pretrained(
+        entry.source, use_safetensors=True, **kwargs
     )
     model = model.eval().to(device)
     config = model.config
@@ -194,8 +194,11 @@ def run_tiled(model: SuperResolution, pixels: Any, *, tile: int, overlap: int) -
             rows = _ramp(th * scale, overlap * scale, y == 0, y + th >= height)
             cols = _ramp(tw * scale, overlap * scale, x == 0, x + tw >= width)
             weight = (rows[:, None] * cols[None, :])[None, None].to(out.dtype)
-            region = (slice(None), slice(None), slice(y * scale, (y + th) * scale))
-            region += (slice(x * scale, (x + tw) * scale),)
+            rows_at, cols_at = (
+                slice(y * scale, (y + th) * scale),
+                slice(x * scale, (x + tw) * scale),
+            )
+            region = (slice(None), slice(None), rows_at, cols_at)
             out[region] += patch.float() * weight
             total[region] += weight
     return out / total
@@ -286,7 +289,7 @@ class UpscaleBackend:
                 overlap=self.overlap,
                 device=self.device,
             )
-            if params.strength > 0:
+            if params.strength:
                 if self.refiner is None:
                     raise RuntimeError(f"model {self.model_id} has no creativity pass")
                 refined = self.refiner(image.convert("RGB"), params)
@@ -309,3 +312,48 @@ def load_upscale_backend(
     return UpscaleBackend(
         entry, load_super_resolution(entry, device), device=device, refiner=refiner
     )
+
+
+# -- creativity -------------------------------------------------------------------------
+
+# Venice's creativity runs 0–0.02; the image-to-image strength is ten times that (0.01, the
+# default, is strength 0.1: about a tenth of the schedule is re-run).
+CREATIVITY_TO_STRENGTH = 10.0
+
+
+def creativity_refiner(image_model: ModelEntry, resident: Callable[[], Any]) -> Refiner:
+    """The creativity pass on `image_model`: its image-to-image pipeline (made from the
+    loaded one with diffusers' `from_pipe`, no second copy of the weights) at the job's
+    strength, with an empty prompt and guidance off. `resident()` is the model's loaded
+    backend or None; the route loads it before queueing the job."""
+
+    def refine(image: Image, params: GenerationParams) -> Image:
+        from murano.errors import ModelUnavailable
+
+        backend = resident()
+        if backend is None:
+            raise ModelUnavailable(image_model.id, "not resident for the creativity pass")
+        strength = float(params.strength or 0.0)
+        divisor = image_model.constraints.widthHeightDivisor
+        width, height = (max(divisor, round(side / divisor) * divisor) for side in image.size)
+        work = image if image.size == (width, height) else image.resize((width, height))
+        steps = max(image_model.constraints.steps.default, math.ceil(1 / strength))
+        job = dataclasses.replace(
+            params,
+            model_id=image_model.id,
+            prompt="",
+            negative_prompt=None,
+            width=width,
+            height=height,
+            steps=steps,
+            cfg_scale=image_model.family_info.cfg_off_at,
+            task="img2img",
+            init_images=(work,),
+            strength=strength,
+        )
+        refined: Image = backend.generate([job])[0][0]
+        if refined.size != image.size:
+            refined = refined.resize(image.size, PILImage.Resampling.LANCZOS)
+        return refined
+
+    return refine

@@ -8,7 +8,9 @@ byte-for-byte reproducible; ONNX Runtime loads it exactly as it loads a real exp
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 __all__ = ["TINY_SEGMENTER_SIZE", "build_segmenter", "save_segmenter"]
 
@@ -38,7 +40,7 @@ def build_segmenter(out_dir: Path, *, seed: int = 0, size: int = TINY_SEGMENTER_
 def save_segmenter(
     out_dir: Path,
     nodes: list[tuple[str, list[str], list[str]]],
-    weights: dict[str, object],
+    weights: Mapping[str, Any],
     *,
     size: int,
     mean: float,
@@ -51,10 +53,12 @@ def save_segmenter(
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    graph_nodes = [
-        helper.make_node(op, inputs, outputs, **({"pads": [1, 1, 1, 1]} if op == "Conv" else {}))
-        for op, inputs, outputs in nodes
-    ]
+    graph_nodes = []
+    for op, inputs, outputs in nodes:
+        node = helper.make_node(op, inputs, outputs)
+        if op == "Conv":  # 3×3 kernels that keep the size
+            node.attribute.append(helper.make_attribute("pads", [1, 1, 1, 1]))
+        graph_nodes.append(node)
     initializers = [
         numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)
         for name, value in weights.items()
