@@ -27,7 +27,9 @@ def _check_type(value: str, allowed: tuple[str, ...]) -> str:
 
 def model_response(entry: ModelEntry, engine: Engine) -> dict[str, Any]:
     status = engine.status(entry.id)
-    spec = entry.model_spec.model_dump(mode="json", exclude_none=True)
+    # Upscalers and background removers take no prompt or size: no constraints to show.
+    exclude = None if entry.type == "image" else {"constraints"}
+    spec = entry.model_spec.model_dump(mode="json", exclude_none=True, exclude=exclude)
     spec["offline"] = spec.get("offline", False) or status.state is LoadState.FAILED
     # murano's own keys: what the operator can see of the model's memory state.
     spec["resident"] = status.state is LoadState.RESIDENT
@@ -38,7 +40,7 @@ def model_response(entry: ModelEntry, engine: Engine) -> dict[str, Any]:
         "model_spec": spec,
         "object": "model",
         "owned_by": "venice.ai",
-        "type": "image",
+        "type": entry.type,
     }
 
 
@@ -46,7 +48,9 @@ def model_response(entry: ModelEntry, engine: Engine) -> dict[str, Any]:
 async def list_models(request: Request, type: str = Query("text")) -> dict[str, Any]:
     kind = _check_type(type, LIST_TYPES)
     engine: Engine = request.app.state.engine
-    entries = list(engine.catalog) if kind in {"image", "all"} else []
+    # Upscalers are listed under `upscale`; background removers, which Venice's types do not
+    # name, only under `all`.
+    entries = [e for e in engine.catalog if kind == "all" or e.type == kind]
     return {"data": [model_response(e, engine) for e in entries], "object": "list", "type": kind}
 
 

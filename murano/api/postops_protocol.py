@@ -15,11 +15,11 @@ from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictFloat, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 from starlette.datastructures import UploadFile
 
-from murano.errors import InvalidRequest
+from murano.errors import InvalidRequest, MuranoError
 
 __all__ = [
     "MAX_CREATIVITY",
@@ -28,7 +28,8 @@ __all__ = [
     "read_body",
 ]
 
-_Number = StrictInt | StrictFloat
+# One number type, so that a wrong type reads "Expected number" (ints are accepted).
+_Number = StrictFloat
 # Venice clamps creativity to this range.
 MAX_CREATIVITY: Final = 0.02
 
@@ -102,20 +103,22 @@ def _form_number(text: str) -> float | int | str:
 
 
 async def _form_values(request: Request) -> dict[str, Any]:
+    values: dict[str, Any] = {}
     try:
-        form = await request.form()
+        async with request.form() as form:
+            for name, value in form.multi_items():
+                if name in values:
+                    raise InvalidRequest(name, f"{name} must be given once.")
+                if isinstance(value, UploadFile):
+                    values[name] = await value.read()
+                elif name in _NUMERIC:
+                    values[name] = _form_number(value)
+                else:
+                    values[name] = value
+    except MuranoError:
+        raise
     except Exception as exc:  # python-multipart's parse errors have no common base
         raise InvalidRequest("body", f"Malformed multipart/form-data body: {exc}") from None
-    values: dict[str, Any] = {}
-    for name, value in form.multi_items():
-        if name in values:
-            raise InvalidRequest(name, f"{name} must be given once.")
-        if isinstance(value, UploadFile):
-            values[name] = await value.read()
-        elif name in _NUMERIC:
-            values[name] = _form_number(value)
-        else:
-            values[name] = value
     return values
 
 

@@ -126,6 +126,10 @@ def check(
 ) -> GenerationParams:
     """The request's generation parameters for `entry`, defaults filled in; raises
     InvalidRequest / UnsupportedFeature naming the field."""
+    if entry.type != "image":
+        raise InvalidRequest(
+            "model", f"Model '{entry.id}' serves /image/{entry.type}, not image generation."
+        )
     _check_features(entry, request)
     constraints = entry.constraints
     limit = constraints.promptCharacterLimit
