@@ -26,6 +26,7 @@ from murano.engine.engine import Engine
 from murano.engine.fake import FakeBackend
 from murano.engine.scheduler import SchedulerConfig
 from tests.conftest import make_settings, running
+from tests.payments.conftest import buyer, facilitator, token  # noqa: F401 (x402 fixtures)
 
 UPSCALER = "test-upscaler"
 REMOVER = "test-remover"
