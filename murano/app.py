@@ -207,6 +207,13 @@ def create_app(
 
 
 def _routers() -> list[Any]:
-    from murano.api import admin
+    from murano.api import admin, edit
 
-    return [image.router, postops.router, models.router, health.router, admin.router]
+    return [
+        image.router,
+        edit.router,
+        postops.router,
+        models.router,
+        health.router,
+        admin.router,
+    ]

@@ -110,7 +110,7 @@ class ImageService:
         endpoint: str,
     ) -> Generated:
         entry = self.catalog.get(params.model_id)
-        price = entry.model_spec.pricing.unit_price(params.resolution)
+        price = entry.model_spec.pricing.unit_price(params.resolution, edit=params.is_edit)
         charge = Charge(entry.id, params.images, Decimal(price), endpoint)
         admission = await self._admit(principal, charge)
         timings = JobTimings(received)

@@ -130,6 +130,12 @@ def check(
         raise InvalidRequest(
             "model", f"Model '{entry.id}' serves /image/{entry.type}, not image generation."
         )
+    if not entry.family_info.generates:
+        raise UnsupportedFeature(
+            "model",
+            entry.id,
+            f"Model '{entry.id}' is an edit model; send it to POST /api/v1/image/edit.",
+        )
     _check_features(entry, request)
     constraints = entry.constraints
     limit = constraints.promptCharacterLimit

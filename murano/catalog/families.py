@@ -16,6 +16,11 @@ How a request's `cfg_scale` reaches each family's pipeline (`cfg_mode`):
                            no guidance embedding)                       when none is given
     flux2       distilled  guidance_scale = cfg_scale (embedding)      refused (400)
 
+How each family edits (`edit`): "img2img" families run image-to-image and inpainting through
+diffusers' auto pipelines built from the loaded weights (`from_pipe`); "instruct" families'
+own pipeline takes the input images (FLUX.1 Kontext, Qwen-Image-Edit, FLUX.2's reference
+images); None: no edits. `generates` is False for edit-only families.
+
 `cfg_scale` is always the number the family's own pipeline and model card use, never
 rescaled: Z-Image's guidance is off at 0 (Turbo) and its CFG formula is
 `pos + g·(pos − neg)`, so its model card's values work unchanged.
@@ -26,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["FAMILIES", "CfgMode", "Family", "detect_family", "get_family"]
+__all__ = ["FAMILIES", "CfgMode", "EditMode", "Family", "detect_family", "get_family"]
 
 # How `cfg_scale` reaches the pipeline:
 #   "cfg"       classic classifier-free guidance (`guidance_scale`, negative prompt)
@@ -34,6 +39,7 @@ __all__ = ["FAMILIES", "CfgMode", "Family", "detect_family", "get_family"]
 #               guidance embedding (`guidance_scale`)
 #   "distilled" a guidance embedding only; no negative prompt
 CfgMode = Literal["cfg", "true_cfg", "distilled"]
+EditMode = Literal["img2img", "instruct"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,12 @@ class Family:
     scheduler: str | None = "FlowMatchEulerDiscreteScheduler"
     # Loads from one original-layout `.safetensors` checkpoint (community fine-tunes).
     single_file: bool = False
+    # How the family edits images (module docstring), whether it inpaints with a mask, how
+    # many input images one edit takes, and whether it makes images from text alone.
+    edit: EditMode | None = "img2img"
+    inpaint: bool = True
+    max_input_images: int = 1
+    generates: bool = True
 
 
 FAMILIES: dict[str, Family] = {
@@ -126,6 +138,9 @@ FAMILIES: dict[str, Family] = {
             negative_prompt=False,
             prompt_limit=3000,
             max_sequence_length=512,
+            edit="instruct",
+            inpaint=False,
+            max_input_images=3,
         ),
         Family(
             "chroma",
@@ -138,6 +153,8 @@ FAMILIES: dict[str, Family] = {
             negative_prompt=True,
             prompt_limit=7500,
             max_sequence_length=512,
+            edit=None,
+            inpaint=False,
         ),
         Family(
             "z-image",
@@ -174,6 +191,51 @@ FAMILIES: dict[str, Family] = {
             negative_prompt=True,
             max_sequence_length=128,
             scheduler=None,  # Full, Dev and Fast each ship another
+            edit=None,
+            inpaint=False,
+        ),
+        Family(
+            "flux-kontext",
+            ("FluxKontextPipeline",),
+            divisor=16,
+            default_steps=28,
+            max_steps=50,
+            default_cfg=2.5,
+            cfg_mode="true_cfg",
+            negative_prompt=True,
+            prompt_limit=2048,
+            max_sequence_length=512,
+            edit="instruct",
+            inpaint=False,
+        ),
+        Family(
+            "qwen-image-edit",
+            ("QwenImageEditPipeline",),
+            divisor=16,
+            default_steps=50,
+            max_steps=50,
+            default_cfg=4.0,
+            cfg_mode="true_cfg",
+            negative_prompt=True,
+            max_sequence_length=512,
+            edit="instruct",
+            inpaint=False,
+            generates=False,
+        ),
+        Family(
+            "qwen-image-edit-plus",
+            ("QwenImageEditPlusPipeline",),
+            divisor=16,
+            default_steps=40,
+            max_steps=50,
+            default_cfg=4.0,
+            cfg_mode="true_cfg",
+            negative_prompt=True,
+            max_sequence_length=512,
+            edit="instruct",
+            inpaint=False,
+            max_input_images=3,
+            generates=False,
         ),
     )
 }

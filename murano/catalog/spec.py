@@ -34,6 +34,9 @@ class Constraints(_Spec):
     defaultAspectRatio: str | None = None
     resolutions: list[str] | None = None
     defaultResolution: str | None = None
+    # Edit (inpaint) models: whether several input images combine, and how many at most.
+    combineImages: bool | None = None
+    maxInputImages: int | None = Field(default=None, ge=1)
 
 
 class Price(_Spec):
@@ -45,12 +48,17 @@ class Pricing(_Spec):
     generation: Price | None = None
     resolutions: dict[str, Price] | None = None
     upscale: dict[str, Price] | None = None
+    # Per edit (`/image/edit`, `/image/multi-edit`, `/images/edits`); else the generation price.
+    inpaint: Price | None = None
 
-    def unit_price(self, resolution: str | None) -> Decimal:
+    def unit_price(self, resolution: str | None, *, edit: bool = False) -> Decimal:
         """USD per image: the tier's price when the model is tiered by resolution (an
-        upscale's tier is its factor, "2x" or "4x")."""
+        upscale's tier is its factor, "2x" or "4x"); for an edit, the `inpaint` price when
+        the model has one."""
         if self.upscale and resolution in self.upscale:
             return self.upscale[resolution].usd
+        if edit and self.inpaint is not None:
+            return self.inpaint.usd
         if self.resolutions and resolution in self.resolutions:
             return self.resolutions[resolution].usd
         if self.generation is not None:

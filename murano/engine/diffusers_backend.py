@@ -11,6 +11,7 @@ same family), the entry's scheduler if it names one, its LoRAs, the family adapt
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Sequence
@@ -172,23 +173,51 @@ class DiffusersBackend:
         self.device = device
         self.memory_bytes = pipeline_memory_bytes(pipeline)
         self._loras = LoraScaler(entry)
+        # Image-to-image and inpainting pipelines made from `pipeline` on first use; they
+        # share its components (`from_pipe`), so they add no weights.
+        self._derived: dict[str, Any] = {}
 
-    def generate(self, batch: Sequence[GenerationParams]) -> list[list[Image]]:
+    def pipeline_for(self, task: str) -> Any:
+        """The pipeline that runs `task`: the loaded one for text-to-image and instruction
+        edits, diffusers' image-to-image or inpainting pipeline built from it otherwise."""
+        if task in ("generate", "edit"):
+            return self.pipeline
+        derived = self._derived.get(task)
+        if derived is None:
+            import diffusers
+
+            auto = {
+                "img2img": diffusers.AutoPipelineForImage2Image,
+                "inpaint": diffusers.AutoPipelineForInpainting,
+            }[task]
+            derived = auto.from_pipe(self.pipeline)
+            derived.set_progress_bar_config(disable=True)
+            self._derived[task] = derived
+        return derived
+
+    def generate(
+        self, batch: Sequence[GenerationParams], control: object | None = None
+    ) -> list[list[Image]]:
         import torch
 
         if self.pipeline is None:
             raise RuntimeError(f"model {self.model_id} was unloaded")
+        head = batch[0]
         _, _, seeds = expand(batch)
         generator_device = "cpu" if self.device == "mps" else self.device
         generators = [torch.Generator(generator_device).manual_seed(seed) for seed in seeds]
         # The batch key keeps jobs of one strength together: the head's is everyone's.
-        self._loras.apply(self.pipeline, batch[0].lora_strength)
-        self.adapter.before_call(self.pipeline, batch)
+        self._loras.apply(self.pipeline, head.lora_strength)
+        pipe = self.pipeline_for(head.task)
+        self.adapter.before_call(pipe, batch)
         kwargs = self.adapter.call_kwargs(batch)
         if self.entry.max_sequence_length is not None:
             kwargs["max_sequence_length"] = self.entry.max_sequence_length
+        if head.is_edit:
+            self.adapter.edit_kwargs(batch, kwargs)
+            kwargs = _accepted(pipe, kwargs)
         with torch.inference_mode():
-            output = self.pipeline(**kwargs, generator=generators, output_type="pil")
+            output = pipe(**kwargs, generator=generators, output_type="pil")
         images: list[Image] = list(output.images)
         if len(images) != len(seeds):
             raise RuntimeError(f"pipeline returned {len(images)} images for {len(seeds)}")
@@ -204,9 +233,17 @@ class DiffusersBackend:
         import torch
 
         self.pipeline = None
+        self._derived.clear()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _accepted(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` without the arguments `pipe` does not name (Stable Diffusion's
+    image-to-image takes no width or height: its input image sets the size)."""
+    named = inspect.signature(pipe.__call__).parameters
+    return {name: value for name, value in kwargs.items() if name in named}
 
 
 def load_backend(entry: ModelEntry) -> DiffusersBackend:

@@ -259,4 +259,12 @@ class Engine:
 
 
 def default_batch_key(_entry: ModelEntry, params: GenerationParams) -> tuple[Hashable, ...]:
-    return (params.width, params.height, params.steps, params.cfg_scale, params.lora_strength)
+    return (
+        params.width,
+        params.height,
+        params.steps,
+        params.cfg_scale,
+        params.lora_strength,
+        params.task,
+        params.strength,
+    )

@@ -42,6 +42,12 @@ class FakeBackend:
 
 def _image(params: GenerationParams, seed: int) -> Image:
     key = f"{params.prompt}|{params.negative_prompt}|{seed}|{params.steps}|{params.cfg_scale}"
+    if params.is_edit:
+        # Edits depend on their inputs too, so a test can tell that the inputs arrived.
+        inputs = hashlib.sha256()
+        for image in (*params.init_images, *([params.mask] if params.mask else [])):
+            inputs.update(image.tobytes())
+        key += f"|{params.task}|{params.strength}|{inputs.hexdigest()}"
     digest = hashlib.sha256(key.encode()).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
     pixels = rng.integers(0, 256, size=(params.height, params.width, 3), dtype=np.uint8)

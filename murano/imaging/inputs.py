@@ -42,8 +42,12 @@ __all__ = [
     "FetchPolicy",
     "decode_image",
     "fetch_url",
+    "fit",
+    "fit_mask",
     "image_bytes",
+    "mask_from_alpha",
     "read_image",
+    "within_area",
 ]
 
 MIN_PIXELS: Final = 65_536
@@ -332,3 +336,45 @@ async def read_image(value: bytes | str, *, field: str, policy: FetchPolicy) -> 
     """`value` (upload bytes, base64, data URL or URL) as a decoded, checked image."""
     data = await image_bytes(value, field=field, policy=policy)
     return await asyncio.to_thread(decode_image, data, field=field)
+
+
+# -- fitting inputs to an edit ---------------------------------------------------------------
+
+
+def fit(image: Image.Image, width: int, height: int) -> Image.Image:
+    """`image` as RGB at exactly `width`×`height`: scaled to cover, then centre-cropped, so
+    nothing is stretched (image-to-image and inpainting start from it pixel for pixel)."""
+    return ImageOps.fit(image.convert("RGB"), (width, height), Image.Resampling.LANCZOS)
+
+
+def fit_mask(mask: Image.Image, width: int, height: int) -> Image.Image:
+    """A repaint mask ("L": white = repaint) cropped and scaled like `fit` crops its image."""
+    return ImageOps.fit(mask, (width, height), Image.Resampling.NEAREST)
+
+
+def within_area(image: Image.Image, area: int) -> Image.Image:
+    """`image` as RGB, scaled down (never up) to at most `area` pixels, its ratio kept."""
+    rgb = image.convert("RGB")
+    pixels = rgb.width * rgb.height
+    if pixels <= area:
+        return rgb
+    scale = (area / pixels) ** 0.5
+    size = (max(1, int(rgb.width * scale)), max(1, int(rgb.height * scale)))
+    return rgb.resize(size, Image.Resampling.LANCZOS)
+
+
+def mask_from_alpha(mask: Image.Image, size: tuple[int, int], *, field: str) -> Image.Image:
+    """OpenAI's mask convention (a PNG whose fully transparent pixels mark what to repaint)
+    as diffusers' ("L", white = repaint). It must match the image's size and have alpha."""
+    if mask.size != size:
+        raise InvalidRequest(
+            field,
+            f"{field} is {mask.width}x{mask.height} but the image is {size[0]}x{size[1]};"
+            " they must have the same dimensions.",
+        )
+    if "A" not in mask.getbands() and not (mask.mode == "P" and "transparency" in mask.info):
+        raise InvalidRequest(
+            field, f"{field} must have an alpha channel (transparent where the image is edited)."
+        )
+    alpha = mask.convert("RGBA").getchannel("A")
+    return alpha.point(lambda value: 255 if value == 0 else 0)

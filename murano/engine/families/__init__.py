@@ -11,6 +11,12 @@ families' defaults and the cfg_scale mapping are in `murano.catalog.families`.
     flux        FluxAdapter        flux.py      guidance embedding; true CFG with a negative
     flux2       Flux2Adapter       flux.py      guidance embedding only
     qwen-image  QwenImageAdapter   qwen_image.py  true CFG, " " when no negative prompt
+    flux-kontext          FluxAdapter       instruction edits of one image
+    qwen-image-edit[-plus] QwenImageAdapter instruction edits of one (plus: up to 3) images
+
+Edits (`GenerationParams.task`) go through `Adapter.edit_kwargs`: image-to-image and
+inpainting add one fitted input (and mask) per image; instruction edits pass the job's
+inputs as the pipeline's `image`.
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ ADAPTERS: dict[str, Adapter] = {
         ClassicCfgAdapter("z-image"),
         QwenImageAdapter("qwen-image"),
         HiDreamAdapter("hidream"),
+        FluxAdapter("flux-kontext"),
+        QwenImageAdapter("qwen-image-edit"),
+        QwenImageAdapter("qwen-image-edit-plus"),
     )
 }
 

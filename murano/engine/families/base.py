@@ -4,6 +4,7 @@ classifier-free guidance)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -47,7 +48,19 @@ class Adapter:
             params.cfg_scale,
             params.lora_strength,
             params.negative_prompt is not None,
+            *self.input_key(params),
         )
+
+    def input_key(self, params: GenerationParams) -> tuple[Hashable, ...]:
+        """The batch key's part for input images: jobs of different tasks never share a
+        call; image-to-image and inpainting jobs share one when their strength matches
+        (their inputs are fitted to the output size, one per image); an instruction edit's
+        inputs are the whole call's, so it shares a call with no other job."""
+        if params.task == "generate":
+            return ()
+        if params.task == "edit":
+            return (params.task, id(params.init_images))
+        return (params.task, params.strength)
 
     def call_kwargs(self, batch: Sequence[GenerationParams]) -> dict[str, Any]:
         """The pipeline's keyword arguments for `batch` (its generators aside)."""
@@ -71,6 +84,30 @@ class Adapter:
         if any(negatives):
             kwargs["negative_prompt"] = negatives
         return kwargs
+
+    def edit_kwargs(self, batch: Sequence[GenerationParams], kwargs: dict[str, Any]) -> None:
+        """Add the input images of an edit batch to `kwargs` (from `call_kwargs`)."""
+        head = batch[0]
+        if head.task == "edit":
+            self.instruct_kwargs(head, kwargs)
+            return
+        kwargs["image"] = [p.init_images[0] for p in batch for _ in range(p.images)]
+        if head.task == "inpaint":
+            kwargs["mask_image"] = [p.mask for p in batch for _ in range(p.images)]
+        strength = head.strength if head.strength is not None else 1.0
+        kwargs["strength"] = strength
+        # img2img runs int(steps × strength) steps: at least one.
+        kwargs["num_inference_steps"] = max(head.steps, math.ceil(1 / max(strength, 1e-3)))
+
+    def instruct_kwargs(self, head: GenerationParams, kwargs: dict[str, Any]) -> None:
+        """An instruction edit (one job per call): the prompt once, `images` outputs of
+        it, and the job's input image(s) as the pipeline's `image`."""
+        kwargs["prompt"] = head.prompt
+        if "negative_prompt" in kwargs:
+            kwargs["negative_prompt"] = kwargs["negative_prompt"][0]
+        kwargs["num_images_per_prompt"] = head.images
+        images = list(head.init_images)
+        kwargs["image"] = images if self.info.max_input_images > 1 else images[0]
 
     def prepare(self, pipeline: Any) -> None:
         """Adjust a freshly loaded pipeline. Default: nothing."""

@@ -1,0 +1,273 @@
+"""`POST /image/edit`, `POST /image/multi-edit` (Venice) and `POST /images/edits` (OpenAI).
+
+Each reads its body (JSON or multipart), decodes and checks the input images, checks the
+request against the model (`check_edit`: task, output size), fits the inputs to the output
+and hands the job to the same service as generation — so billing, rate limits, x402, safe
+mode, watermark and the job lifecycle are generation's. Venice's endpoints answer with the
+raw image; OpenAI's with `{created, data: [{b64_json} | {url}]}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from PIL.Image import Image
+
+from murano.accounts.base import Principal
+from murano.api.deps import CurrentPrincipal, Service
+from murano.api.edit_protocol import (
+    EditImageRequest,
+    MultiEditImageRequest,
+    OpenAIEditRequest,
+    output_format,
+    parse_body,
+)
+from murano.api.serving import Generated, ImageService, OutputRequest
+from murano.catalog.check import GenerationParams
+from murano.catalog.editing import can_edit, check_edit
+from murano.catalog.entries import Catalog, ModelEntry
+from murano.errors import InvalidRequest
+from murano.imaging.encode import MIME_TYPES, ImageFormat, sniff_format
+from murano.imaging.inputs import (
+    FetchPolicy,
+    decode_image,
+    fit,
+    fit_mask,
+    mask_from_alpha,
+    read_image,
+    within_area,
+)
+from murano.settings import Settings
+
+__all__ = ["default_edit_model", "router"]
+
+router = APIRouter(prefix="/api/v1")
+
+
+def default_edit_model(catalog: Catalog) -> ModelEntry:
+    """The model an edit without a model id goes to: the default model when it edits,
+    else the first model that does."""
+    if can_edit(catalog.default):
+        return catalog.default
+    for entry in catalog:
+        if can_edit(entry):
+            return entry
+    raise InvalidRequest("model", "No model on this server can edit images.")
+
+
+def _edit_model(catalog: Catalog, model_id: str | None) -> ModelEntry:
+    return default_edit_model(catalog) if model_id is None else catalog.get(model_id)
+
+
+def _policy(request: Request) -> FetchPolicy:
+    settings: Settings = request.app.state.settings
+    return FetchPolicy.from_patterns(
+        settings.fetch_allow, max_bytes=settings.fetch_max_bytes, timeout_s=settings.fetch_timeout_s
+    )
+
+
+def _fields(count: int, name: str) -> list[str]:
+    return [name] if count == 1 else [f"{name}.{i}" for i in range(count)]
+
+
+async def _read_all(
+    values: Sequence[bytes | str], names: Sequence[str], policy: FetchPolicy
+) -> list[Image]:
+    return list(
+        await asyncio.gather(
+            *(read_image(v, field=n, policy=policy) for v, n in zip(values, names, strict=True))
+        )
+    )
+
+
+def _attach(params: GenerationParams, images: list[Image], mask: Image | None) -> GenerationParams:
+    """`params` with its inputs fitted to the output: image-to-image and inpainting start
+    from the first image at the output size; instruction edits get every image, at most
+    the output's area."""
+    width, height = params.width, params.height
+    if params.task == "edit":
+        inputs = tuple(within_area(image, width * height) for image in images)
+        return dataclasses.replace(params, init_images=inputs)
+    fitted = fit(images[0], width, height)
+    fitted_mask = None if mask is None else fit_mask(mask, width, height)
+    return dataclasses.replace(params, init_images=(fitted,), mask=fitted_mask)
+
+
+async def _run(
+    request: Request,
+    principal: Principal,
+    service: ImageService,
+    params: GenerationParams,
+    output: OutputRequest,
+    *,
+    received: float,
+    endpoint: str,
+) -> Generated:
+    request.state.log_fields = {"model": params.model_id, "images": params.images}
+    generated = await service.generate(
+        principal,
+        params,
+        output,
+        received=received,
+        is_disconnected=request.is_disconnected,
+        endpoint=endpoint,
+    )
+    request.state.log_fields["timing"] = generated.timings.as_venice()
+    return generated
+
+
+def _binary(generated: Generated, fmt: ImageFormat) -> Response:
+    data = generated.rendered.images[0]
+    media = MIME_TYPES[sniff_format(data) or fmt]
+    return Response(data, media_type=media, headers=generated.headers)
+
+
+async def _venice_edit(
+    request: Request,
+    principal: Principal,
+    service: ImageService,
+    *,
+    model_id: str | None,
+    values: Sequence[bytes | str],
+    names: Sequence[str],
+    body: EditImageRequest | MultiEditImageRequest,
+    endpoint: str,
+) -> Response:
+    received = time.monotonic()
+    entry = _edit_model(service.catalog, model_id)
+    images = await _read_all(values, names, _policy(request))
+    params = check_edit(
+        entry,
+        prompt=body.prompt,
+        aspect_ratio=body.aspect_ratio,
+        resolution=body.resolution,
+        first_size=images[0].size,
+        inputs=len(images),
+    )
+    params = await asyncio.to_thread(_attach, params, images, None)
+    fmt = output_format(body.output_format, params.resolution or "1K")
+    output = OutputRequest(
+        fmt=fmt, safe_mode=body.safe_mode, hide_watermark=False, embed_metadata=False, binary=True
+    )
+    generated = await _run(
+        request, principal, service, params, output, received=received, endpoint=endpoint
+    )
+    return _binary(generated, fmt)
+
+
+def _refuse_unsupported(body: EditImageRequest | MultiEditImageRequest, model: str) -> None:
+    if body.enhance_prompt:
+        raise InvalidRequest(
+            "enhance_prompt",
+            f"Model '{model}' does not support 'enhance_prompt': murano does not rewrite prompts.",
+        )
+
+
+@router.post("/image/edit", response_model=None)
+async def edit_image(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
+    body = await parse_body(request, EditImageRequest)
+    model_id = body.model or body.modelId
+    _refuse_unsupported(body, model_id or "default")
+    return await _venice_edit(
+        request,
+        principal,
+        service,
+        model_id=model_id,
+        values=[body.image],
+        names=["image"],
+        body=body,
+        endpoint="image/edit",
+    )
+
+
+@router.post("/image/multi-edit", response_model=None)
+async def multi_edit_image(
+    request: Request, principal: CurrentPrincipal, service: Service
+) -> Response:
+    body = await parse_body(request, MultiEditImageRequest)
+    _refuse_unsupported(body, body.modelId or "default")
+    if body.quality is not None:
+        raise InvalidRequest(
+            "quality", f"Model '{body.modelId or 'default'}' does not support 'quality'."
+        )
+    return await _venice_edit(
+        request,
+        principal,
+        service,
+        model_id=body.modelId,
+        values=body.images,
+        names=[f"images.{i}" for i in range(len(body.images))],
+        body=body,
+        endpoint="image/multi-edit",
+    )
+
+
+_OPENAI_SIZES: dict[str, tuple[int, int]] = {
+    "256x256": (256, 256),
+    "512x512": (512, 512),
+    "1024x1024": (1024, 1024),
+    "1536x1024": (1536, 1024),
+    "1024x1536": (1024, 1536),
+}
+
+
+def _openai_params(
+    entry: ModelEntry, body: OpenAIEditRequest, images: list[Image], masked: bool
+) -> GenerationParams:
+    params = check_edit(
+        entry,
+        prompt=body.prompt,
+        aspect_ratio=None,
+        resolution=None,
+        first_size=images[0].size,
+        inputs=len(images),
+        masked=masked,
+    )
+    size = _OPENAI_SIZES.get(body.size or "auto")
+    if size is None or entry.constraints.aspectRatios:
+        return params
+    divisor = entry.constraints.widthHeightDivisor
+    if size[0] % divisor or size[1] % divisor:
+        raise InvalidRequest("size", f"size must be divisible by {divisor} for model '{entry.id}'.")
+    return dataclasses.replace(params, width=size[0], height=size[1])
+
+
+def _openai_mask(data: bytes, size: tuple[int, int]) -> Image:
+    return mask_from_alpha(decode_image(data, field="mask"), size, field="mask")
+
+
+@router.post("/images/edits", response_model=None)
+async def openai_edits(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
+    received = time.monotonic()
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise InvalidRequest("body", "images/edits takes multipart/form-data, as OpenAI's API.")
+    body = await parse_body(request, OpenAIEditRequest)
+    catalog = service.catalog
+    entry = catalog.get(body.model) if body.model in catalog else default_edit_model(catalog)
+    names = ["image"] if len(body.image) == 1 else [f"image[{i}]" for i in range(len(body.image))]
+    images = await _read_all(body.image, names, _policy(request))
+    mask = None
+    if body.mask is not None:
+        mask = await asyncio.to_thread(_openai_mask, body.mask, images[0].size)
+    params = _openai_params(entry, body, images, mask is not None)
+    params = await asyncio.to_thread(_attach, params, images, mask)
+    fmt: ImageFormat = body.output_format or "png"
+    output = OutputRequest(fmt=fmt, safe_mode=True, hide_watermark=False, embed_metadata=False)
+    generated = await _run(
+        request, principal, service, params, output, received=received, endpoint="images/edits"
+    )
+    image = generated.rendered.images[0]
+    b64 = base64.b64encode(image).decode()
+    item: dict[str, Any]
+    if body.response_format == "url":
+        item = {"url": f"data:{MIME_TYPES[sniff_format(image) or fmt]};base64,{b64}"}
+    else:
+        item = {"b64_json": b64}
+    return JSONResponse({"created": int(time.time()), "data": [item]}, headers=generated.headers)
