@@ -39,15 +39,18 @@ _DEFAULT_SIZE = 1024
 
 
 def _model_file(entry: ModelEntry) -> Path:
+    """The `.onnx` file: `source` itself, `weight_name` (else `model.onnx` or
+    `onnx/model.onnx`) in folder `source`, or that file of hub repo `source`."""
     path = Path(entry.source)
-    if path.is_dir() and entry.weight_name is None:
-        for name in ("model.onnx", "onnx/model.onnx"):
+    if path.is_file():
+        return path
+    if path.is_dir():
+        names = [entry.weight_name] if entry.weight_name else ["model.onnx", "onnx/model.onnx"]
+        for name in names:
             if (path / name).is_file():
                 return path / name
-    weight_name = entry.weight_name
-    if weight_name is None and not path.exists():
-        weight_name = "onnx/model.onnx"
-    return weights_file(entry.source, weight_name, entry.revision)
+        raise FileNotFoundError(f"model {entry.id!r}: no {' or '.join(names)} in {path}")
+    return weights_file(entry.source, entry.weight_name or "onnx/model.onnx", entry.revision)
 
 
 def _preprocessor(entry: ModelEntry, model_file: Path) -> dict[str, Any]:
@@ -153,8 +156,6 @@ def cut_out(image: Image, alpha: Image) -> Image:
 
 def load_matting(entry: ModelEntry) -> Matting:
     model_file = _model_file(entry)
-    if not model_file.is_file():
-        raise FileNotFoundError(f"model {entry.id!r}: no ONNX file at {model_file}")
     return Matting(model_file, _preprocessor(entry, model_file), segment_options(entry))
 
 

@@ -98,7 +98,7 @@ def _load_swin2sr(entry: ModelEntry, device: str) -> SuperResolution:
 
 def _load_spandrel(entry: ModelEntry, device: str) -> SuperResolution:
     try:
-        from spandrel import ImageModelDescriptor, ModelLoader
+        from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
     except ImportError as exc:
         raise RuntimeError(
             f"model {entry.id!r}: spandrel checkpoints need the optional extra"
@@ -106,7 +106,12 @@ def _load_spandrel(entry: ModelEntry, device: str) -> SuperResolution:
             f" your torch): {exc}"
         ) from exc
     path = weights_file(entry.source, entry.weight_name, entry.revision)
-    descriptor = ModelLoader(device=device).load_from_file(path)
+    try:
+        descriptor = ModelLoader(device=device).load_from_file(path)
+    except UnsupportedModelError:
+        raise ValueError(
+            f"model {entry.id!r}: {path.name} is not an architecture spandrel supports"
+        ) from None
     if not isinstance(descriptor, ImageModelDescriptor) or descriptor.scale < 2:
         raise ValueError(
             f"model {entry.id!r}: {path.name} is a {descriptor.architecture.name} model"
