@@ -38,11 +38,11 @@ def catalog() -> Catalog:
 def test_every_entry_names_its_family() -> None:
     raws, default = load_models_file(EXAMPLE)
     assert default == "z-image-turbo"
-    assert all(raw.get("family") in FAMILIES for raw in raws)
+    assert all(raw.get("family") in FAMILIES for raw in raws if raw.get("type", "image") == "image")
 
 
 def test_venice_ids_and_families(catalog: Catalog) -> None:
-    families = {entry.id: entry.family for entry in catalog}
+    families = {entry.id: entry.family for entry in catalog.of_type("image")}
     assert families == {
         "z-image-turbo": "z-image",
         "venice-sd35": "sd3",
@@ -56,7 +56,7 @@ def test_venice_ids_and_families(catalog: Catalog) -> None:
         "flux-krea-dev": "flux",
         "flux-2-dev": "flux2",
     }
-    for entry in catalog:
+    for entry in catalog.of_type("image"):
         adapter_for(entry.family)
 
 
@@ -80,7 +80,7 @@ def test_venice_constraints(catalog: Catalog, model_id: str) -> None:
 
 
 def test_prices(catalog: Catalog) -> None:
-    prices = {entry.id: entry.model_spec.pricing.unit_price(None) for entry in catalog}
+    prices = {e.id: e.model_spec.pricing.unit_price(None) for e in catalog.of_type("image")}
     assert prices["qwen-image"] == prices["flux-2-dev"] == Decimal("0.03")
     assert prices["z-image-turbo"] == prices["chroma"] == Decimal("0.01")
 
