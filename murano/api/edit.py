@@ -31,18 +31,15 @@ from murano.api.edit_protocol import (
 )
 from murano.api.serving import Generated, ImageService, OutputRequest
 from murano.catalog.check import GenerationParams
-from murano.catalog.editing import can_edit, check_edit
+from murano.catalog.editing import attach_inputs, can_edit, check_edit
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.errors import InvalidRequest
 from murano.imaging.encode import MIME_TYPES, ImageFormat, sniff_format
 from murano.imaging.inputs import (
     FetchPolicy,
     decode_image,
-    fit,
-    fit_mask,
     mask_from_alpha,
     read_image,
-    within_area,
 )
 from murano.settings import Settings
 
@@ -85,19 +82,6 @@ async def _read_all(
             *(read_image(v, field=n, policy=policy) for v, n in zip(values, names, strict=True))
         )
     )
-
-
-def _attach(params: GenerationParams, images: list[Image], mask: Image | None) -> GenerationParams:
-    """`params` with its inputs fitted to the output: image-to-image and inpainting start
-    from the first image at the output size; instruction edits get every image, at most
-    the output's area."""
-    width, height = params.width, params.height
-    if params.task == "edit":
-        inputs = tuple(within_area(image, width * height) for image in images)
-        return dataclasses.replace(params, init_images=inputs)
-    fitted = fit(images[0], width, height)
-    fitted_mask = None if mask is None else fit_mask(mask, width, height)
-    return dataclasses.replace(params, init_images=(fitted,), mask=fitted_mask)
 
 
 async def _run(
@@ -151,7 +135,7 @@ async def _venice_edit(
         first_size=images[0].size,
         inputs=len(images),
     )
-    params = await asyncio.to_thread(_attach, params, images, None)
+    params = await asyncio.to_thread(attach_inputs, params, images, None)
     fmt = output_format(body.output_format, params.resolution or "1K")
     output = OutputRequest(
         fmt=fmt, safe_mode=body.safe_mode, hide_watermark=False, embed_metadata=False, binary=True
@@ -257,7 +241,7 @@ async def openai_edits(request: Request, principal: CurrentPrincipal, service: S
     if body.mask is not None:
         mask = await asyncio.to_thread(_openai_mask, body.mask, images[0].size)
     params = _openai_params(entry, body, images, mask is not None)
-    params = await asyncio.to_thread(_attach, params, images, mask)
+    params = await asyncio.to_thread(attach_inputs, params, images, mask)
     fmt: ImageFormat = body.output_format or "png"
     output = OutputRequest(fmt=fmt, safe_mode=True, hide_watermark=False, embed_metadata=False)
     generated = await _run(

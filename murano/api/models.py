@@ -7,7 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from murano.catalog.editing import EDIT_ASPECT_RATIOS, can_edit, max_input_images
 from murano.catalog.entries import ModelEntry
+from murano.catalog.spec import Price
 from murano.engine.engine import Engine, LoadState
 from murano.errors import InvalidRequest
 
@@ -44,14 +46,53 @@ def model_response(entry: ModelEntry, engine: Engine) -> dict[str, Any]:
     }
 
 
+def inpaint_response(entry: ModelEntry, engine: Engine) -> dict[str, Any]:
+    """An edit-capable model as Venice lists `type=inpaint` models: inpaint constraints
+    (`aspectRatios` with `auto`, `combineImages`, `maxInputImages`), the `inpaint` price,
+    and `capabilities.maxInputImages`, which the edit endpoints' docs point to."""
+    response = model_response(entry, engine)
+    spec = response["model_spec"]
+    limit = max_input_images(entry)
+    constraints = entry.constraints
+    ratios = [r for r in constraints.aspectRatios or EDIT_ASPECT_RATIOS if r != "auto"]
+    spec["constraints"] = {
+        "aspectRatios": ["auto", *ratios],
+        "promptCharacterLimit": constraints.promptCharacterLimit,
+        "combineImages": limit > 1,
+        "maxInputImages": limit,
+        "resolutions": constraints.resolutions or ["1K"],
+        "defaultResolution": constraints.defaultResolution or "1K",
+    }
+    pricing = entry.model_spec.pricing
+    price = pricing.inpaint or pricing.generation or Price(usd=pricing.unit_price(None))
+    spec["pricing"] = {"inpaint": price.model_dump(mode="json", exclude_none=True)}
+    spec["capabilities"] = {"maxInputImages": limit}
+    response["type"] = "inpaint"
+    return response
+
+
+def _listed(kind: str, engine: Engine) -> list[dict[str, Any]]:
+    catalog = list(engine.catalog)
+    data: list[dict[str, Any]] = []
+    if kind in {"image", "all"}:
+        generators = [e for e in catalog if e.type == "image" and e.family_info.generates]
+        data += [model_response(e, engine) for e in generators]
+    if kind in {"inpaint", "all"}:
+        data += [inpaint_response(e, engine) for e in catalog if can_edit(e)]
+    # Upscalers under `upscale`; background removers, which Venice's types do not name,
+    # only under `all`.
+    if kind in {"upscale", "all"}:
+        data += [model_response(e, engine) for e in catalog if e.type == "upscale"]
+    if kind == "all":
+        data += [model_response(e, engine) for e in catalog if e.type == "background-remove"]
+    return data
+
+
 @router.get("/models")
 async def list_models(request: Request, type: str = Query("text")) -> dict[str, Any]:
     kind = _check_type(type, LIST_TYPES)
     engine: Engine = request.app.state.engine
-    # Upscalers are listed under `upscale`; background removers, which Venice's types do not
-    # name, only under `all`.
-    entries = [e for e in engine.catalog if kind == "all" or e.type == kind]
-    return {"data": [model_response(e, engine) for e in entries], "object": "list", "type": kind}
+    return {"data": _listed(kind, engine), "object": "list", "type": kind}
 
 
 @router.get("/models/traits")

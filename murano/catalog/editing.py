@@ -10,16 +10,22 @@ ratio closest to it. Models without resolution tiers take only 1K.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
+
+from PIL.Image import Image
 
 from murano.catalog.check import RESOLUTION_TIERS, GenerationParams, Task, random_seed
 from murano.catalog.entries import ModelEntry
 from murano.errors import InvalidRequest, UnsupportedFeature
+from murano.imaging.inputs import MIN_PIXELS, fit, fit_mask, within_area
 
 __all__ = [
     "EDIT_ASPECT_RATIOS",
     "IMG2IMG_STRENGTH",
     "INPAINT_STRENGTH",
+    "attach_inputs",
     "can_edit",
     "check_edit",
     "edit_size",
@@ -29,9 +35,11 @@ __all__ = [
 # Venice's aspect ratios for edits (EditImageRequest.aspect_ratio), `auto` aside.
 EDIT_ASPECT_RATIOS = ("1:1", "3:2", "16:9", "21:9", "9:16", "2:3", "3:4", "4:5")
 # How far image-to-image may move from the input: enough for the prompt to show, with the
-# input's composition kept. Inpainting repaints the masked area from scratch.
+# input's composition kept. Inpainting on a generation model (its 4-channel denoiser knows
+# nothing of masks) starts the masked area from a strongly noised input: from pure noise
+# (1.0), diffusers' blend leaves the kept area unanchored to the input.
 IMG2IMG_STRENGTH = 0.8
-INPAINT_STRENGTH = 1.0
+INPAINT_STRENGTH = 0.9
 
 
 def can_edit(entry: ModelEntry) -> bool:
@@ -146,4 +154,23 @@ def check_edit(
         resolution=tier if entry.constraints.resolutions else None,
         task=task,
         strength=strength,
+    )
+
+
+def attach_inputs(
+    params: GenerationParams, images: Sequence[Image], mask: Image | None = None
+) -> GenerationParams:
+    """`params` with its inputs fitted to the output: image-to-image and inpainting start
+    from the first image at exactly the output size (and the mask cropped alike);
+    instruction edits get every image, scaled down to at most the output's area (never
+    below Venice's smallest input, which the pipelines' own minimums are under)."""
+    width, height = params.width, params.height
+    if params.task == "edit":
+        area = max(width * height, MIN_PIXELS)
+        return dataclasses.replace(
+            params, init_images=tuple(within_area(image, area) for image in images)
+        )
+    fitted_mask = None if mask is None else fit_mask(mask, width, height)
+    return dataclasses.replace(
+        params, init_images=(fit(images[0], width, height),), mask=fitted_mask
     )

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from murano.engine.tiny import FAMILIES, POSTOP_FAMILIES
+from murano.engine.tiny import EDIT_FAMILIES, FAMILIES, POSTOP_FAMILIES
 
 __all__ = ["register"]
 
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     tiny = actions.add_parser(
         "tiny", help="build a tiny random-weight pipeline of a family", description=__doc__
     )
-    _add_family(tiny, (*FAMILIES, *POSTOP_FAMILIES))
+    _add_family(tiny, (*FAMILIES, *EDIT_FAMILIES, *POSTOP_FAMILIES))
     tiny.add_argument("--out", type=Path, required=True, metavar="DIR", help="an empty folder")
     _add_seed(tiny)
     tiny.set_defaults(func=_tiny)

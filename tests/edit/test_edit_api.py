@@ -198,6 +198,37 @@ async def test_media_type_and_size_errors(client: httpx.AsyncClient) -> None:
     assert response.json() == {"error": "Invalid request content-type"}
 
 
+def _edit_request(path: str) -> dict[str, Any]:
+    """A valid request to each edit endpoint, as httpx keyword arguments."""
+    if path == "/api/v1/images/edits":
+        return {"data": {"prompt": "p"}, "files": {"image": ("in.png", PNG, "image/png")}}
+    if path == "/api/v1/image/multi-edit":
+        return {"json": {"prompt": "p", "images": [data_url(PNG)]}}
+    return {"json": body()}
+
+
+@pytest.mark.parametrize("path", [URL, "/api/v1/image/multi-edit", "/api/v1/images/edits"])
+async def test_every_edit_endpoint_charges_on_delivery_only(billing: Billing, path: str) -> None:
+    key = await billing.key("1")
+    billing.parts.backends["test-model"].fail_when = lambda batch: True
+    failed = await billing.client.post(path, headers=key, **_edit_request(path))
+    assert failed.status_code == 500
+    assert failed.json() == {"error": "Inference processing failed"}
+    assert await billing.balance(key) == Decimal("1")
+    billing.parts.backends["test-model"].fail_when = lambda batch: False
+    delivered = await billing.client.post(path, headers=key, **_edit_request(path))
+    assert delivered.status_code == 200
+    assert delivered.headers["x-venice-balance-usd"] == "1"
+    assert await billing.balance(key) == Decimal("0.99")
+
+
+async def test_edits_are_watermarked_like_generations(client: httpx.AsyncClient) -> None:
+    from murano.imaging.watermark import has_watermark
+
+    response = await client.post(URL, json=body(output_format="png"), headers=AUTH)
+    assert has_watermark(opened(response).convert("RGB"))
+
+
 async def test_nothing_charged_for_refusals_and_failures(billing: Billing) -> None:
     key = await billing.key("1")
     refused = await billing.client.post(

@@ -55,6 +55,8 @@ def test_venice_ids_and_families(catalog: Catalog) -> None:
         "flux-schnell": "flux",
         "flux-krea-dev": "flux",
         "flux-2-dev": "flux2",
+        "qwen-image-edit": "qwen-image-edit-plus",
+        "flux-kontext-dev": "flux-kontext",
     }
     for entry in catalog.of_type("image"):
         adapter_for(entry.family)
@@ -106,3 +108,16 @@ def test_requests_get_the_model_defaults(catalog: Catalog) -> None:
     hidream = catalog.get("hidream")
     assert sorted(hidream.components) == ["text_encoder_4", "tokenizer_4"]
     assert hidream.cpu_offload
+
+
+def test_edit_models(catalog: Catalog) -> None:
+    from murano.catalog.editing import can_edit, max_input_images
+
+    editors = {entry.id: max_input_images(entry) for entry in catalog if can_edit(entry)}
+    assert editors["qwen-image-edit"] == 3
+    assert editors["flux-kontext-dev"] == 1
+    assert editors["flux-2-dev"] == 3
+    assert "chroma" not in editors and "hidream" not in editors
+    edit = catalog.get("qwen-image-edit").model_spec.pricing.unit_price(None, edit=True)
+    assert edit == Decimal("0.04")
+    assert not catalog.get("qwen-image-edit").family_info.generates

@@ -11,7 +11,7 @@ families' defaults and the cfg_scale mapping are in `murano.catalog.families`.
     flux        FluxAdapter        flux.py      guidance embedding; true CFG with a negative
     flux2       Flux2Adapter       flux.py      guidance embedding only
     qwen-image  QwenImageAdapter   qwen_image.py  true CFG, " " when no negative prompt
-    flux-kontext          FluxAdapter       instruction edits of one image
+    flux-kontext  FluxKontextAdapter flux.py  FLUX.1's guidance; instruction edits of one image
     qwen-image-edit[-plus] QwenImageAdapter instruction edits of one (plus: up to 3) images
 
 Edits (`GenerationParams.task`) go through `Adapter.edit_kwargs`: image-to-image and
@@ -27,7 +27,7 @@ from collections.abc import Hashable
 from murano.catalog.check import GenerationParams
 from murano.catalog.entries import ModelEntry
 from murano.engine.families.base import Adapter, ClassicCfgAdapter
-from murano.engine.families.flux import Flux2Adapter, FluxAdapter
+from murano.engine.families.flux import Flux2Adapter, FluxAdapter, FluxKontextAdapter
 from murano.engine.families.hidream import HiDreamAdapter
 from murano.engine.families.qwen_image import QwenImageAdapter
 from murano.engine.lora import effective_strength
@@ -46,7 +46,7 @@ ADAPTERS: dict[str, Adapter] = {
         ClassicCfgAdapter("z-image"),
         QwenImageAdapter("qwen-image"),
         HiDreamAdapter("hidream"),
-        FluxAdapter("flux-kontext"),
+        FluxKontextAdapter("flux-kontext"),
         QwenImageAdapter("qwen-image-edit"),
         QwenImageAdapter("qwen-image-edit-plus"),
     )

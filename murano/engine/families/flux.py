@@ -10,11 +10,13 @@ the catalog refuses before a job is made.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from murano.catalog.check import GenerationParams
 from murano.engine.families.base import Adapter
 
-__all__ = ["Flux2Adapter", "FluxAdapter"]
+__all__ = ["Flux2Adapter", "FluxAdapter", "FluxKontextAdapter"]
 
 
 class FluxAdapter(Adapter):
@@ -24,6 +26,22 @@ class FluxAdapter(Adapter):
             kwargs["negative_prompt"] = negatives
             kwargs["true_cfg_scale"] = cfg_scale
         return kwargs
+
+
+class FluxKontextAdapter(FluxAdapter):
+    """FLUX.1 Kontext: FLUX.1's guidance, plus the input image. The output is the asked
+    size (`max_area` is its area, else the pipeline aims at 1024²), and the input, already
+    within that area, is used at its own size rather than snapped to Kontext's preferred
+    resolutions."""
+
+    def call_kwargs(self, batch: Sequence[GenerationParams]) -> dict[str, Any]:
+        kwargs = super().call_kwargs(batch)
+        kwargs["max_area"] = batch[0].width * batch[0].height
+        return kwargs
+
+    def instruct_kwargs(self, head: GenerationParams, kwargs: dict[str, Any]) -> None:
+        super().instruct_kwargs(head, kwargs)
+        kwargs["_auto_resize"] = False
 
 
 class Flux2Adapter(Adapter):

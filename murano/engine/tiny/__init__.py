@@ -23,6 +23,7 @@ from murano.engine.tiny import (
     chroma,
     flux,
     flux2,
+    flux_kontext,
     hidream,
     qwen_image,
     sd,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MODEL_CFG",
     "DEFAULT_MODEL_STEPS",
+    "EDIT_FAMILIES",
     "FAMILIES",
     "PIPELINE_CLASSES",
     "POSTOP_FAMILIES",
@@ -67,8 +69,13 @@ _BUILDERS: Mapping[str, _Builder] = {
     "qwen-image": qwen_image.build_qwen_image,
     "hidream": hidream.build_hidream,
 }
+# Instruction-edit families: tested by the edit tests, not the text-to-image ones.
+_EDIT_BUILDERS: Mapping[str, _Builder] = {
+    "flux-kontext": flux_kontext.build_flux_kontext,
+}
 
 FAMILIES: tuple[str, ...] = tuple(_BUILDERS)
+EDIT_FAMILIES: tuple[str, ...] = tuple(_EDIT_BUILDERS)
 
 # Upscalers and background removers, by their entries' family (`murano.catalog.postops`):
 # a transformers Swin2SR folder, a spandrel (Real-ESRGAN Compact) `.safetensors` file in a
@@ -112,9 +119,9 @@ _COMPLETE_MARKER = ".murano-complete"
 
 def build_tiny(family: str, out_dir: Path, *, seed: int = 0) -> Path:
     """Build the tiny test pipeline of `family` into `out_dir` and return `out_dir`."""
-    builder = _BUILDERS.get(family) or _POSTOP_BUILDERS.get(family)
+    builder = _BUILDERS.get(family) or _EDIT_BUILDERS.get(family) or _POSTOP_BUILDERS.get(family)
     if builder is None:
-        known = ", ".join((*FAMILIES, *POSTOP_FAMILIES))
+        known = ", ".join((*FAMILIES, *EDIT_FAMILIES, *POSTOP_FAMILIES))
         raise ValueError(f"unknown model family {family!r}; known families: {known}")
     return builder(out_dir, seed=seed)
 
