@@ -98,6 +98,10 @@ class Matting:
         providers.append("CPUExecutionProvider")
         session_options = ort.SessionOptions()
         session_options.log_severity_level = 3
+        # Idle worker threads must not spin: the CPU is shared with torch and the
+        # post-processing pool.
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session_options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(model_file), sess_options=session_options, providers=providers
         )
