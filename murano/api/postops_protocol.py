@@ -89,6 +89,8 @@ Model = TypeVar("Model", bound=BaseModel)
 
 # Form fields read as numbers (every form value is text).
 _NUMERIC: Final = frozenset({"scale", "creativity"})
+# A text part may carry a base64 image of up to 25 MB (Starlette's default stops at 1 MB).
+_MAX_TEXT_PART: Final = 36 * 1024 * 1024
 
 
 def _json_error(message: str) -> RequestValidationError:
@@ -106,7 +108,7 @@ def _form_number(text: str) -> float | int | str:
 async def _form_values(request: Request) -> dict[str, Any]:
     values: dict[str, Any] = {}
     try:
-        async with request.form() as form:
+        async with request.form(max_part_size=_MAX_TEXT_PART) as form:
             for name, value in form.multi_items():
                 if name in values:
                     raise InvalidRequest(name, f"{name} must be given once.")

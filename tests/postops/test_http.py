@@ -97,6 +97,16 @@ async def test_upscale_accepts_every_input_form(
     assert opened(response).size == expected
 
 
+async def test_a_base64_text_part_over_1_mb(client: httpx.AsyncClient) -> None:
+    noisy = Image.effect_noise((800, 800), 100).convert("RGB")
+    buffer = io.BytesIO()
+    noisy.save(buffer, "PNG")
+    text = b64(buffer.getvalue())
+    assert len(text) > 1024 * 1024
+    response = await client.post(UPSCALE, files={"image": (None, text)}, headers=AUTH)
+    assert opened(response).size == (1600, 1600)
+
+
 async def test_upscale_keeps_alpha(client: httpx.AsyncClient) -> None:
     response = await client.post(
         UPSCALE, json={"image": b64(encoded(256, 256, mode="RGBA")), "scale": 2}, headers=AUTH
