@@ -169,8 +169,15 @@ def tiny_entry(kind: ModelType, model_id: str, source: Path, family: str) -> Mod
     spec = ModelSpec.model_validate(
         _default_spec(kind, f"murano tiny {what} (random weights: output is noise)")
     )
+    # Loaded on first use: a server that never upscales never spends the time.
     return ModelEntry(
-        id=model_id, source=str(source), family=family, type=kind, device="cpu", model_spec=spec
+        id=model_id,
+        source=str(source),
+        family=family,
+        type=kind,
+        device="cpu",
+        load="first-use",
+        model_spec=spec,
     )
 
 
