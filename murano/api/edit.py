@@ -205,16 +205,19 @@ _OPENAI_SIZES: dict[str, tuple[int, int]] = {
 def _openai_params(
     entry: ModelEntry, body: OpenAIEditRequest, images: list[Image], masked: bool
 ) -> GenerationParams:
+    """Sizing: `size` exactly on width/height models; on models sized by aspect ratio, the
+    listed ratio closest to `size`'s (at 1K), as with `aspect_ratio: auto`; `auto`: the
+    first image's ratio."""
+    size = _OPENAI_SIZES.get(body.size or "auto")
     params = check_edit(
         entry,
         prompt=body.prompt,
         aspect_ratio=None,
         resolution=None,
-        first_size=images[0].size,
+        first_size=size or images[0].size,
         inputs=len(images),
         masked=masked,
     )
-    size = _OPENAI_SIZES.get(body.size or "auto")
     if size is None or entry.constraints.aspectRatios:
         return params
     divisor = entry.constraints.widthHeightDivisor

@@ -16,6 +16,10 @@ from murano.catalog.check import GenerationParams
 from tests.accounts.conftest import make_database
 from tests.conftest import FakeEngineParts, fake_engine, make_settings, running
 
+# The x402 fixtures, for the edit endpoints' payment tests.
+from tests.payments.conftest import buyer, facilitator, token  # noqa: F401
+from tests.payments.test_http import paid  # noqa: F401
+
 
 @pytest.fixture
 async def fetching(tmp_path: Path, parts: FakeEngineParts) -> AsyncIterator[httpx.AsyncClient]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +15,8 @@ import pytest
 from PIL import Image
 
 from murano.imaging.inputs import MAX_INPUT_BYTES
-from tests.conftest import AUTH, FakeEngineParts
+from murano.imaging.placeholder import violation_placeholder_png
+from tests.conftest import AUTH, FakeEngineParts, fake_engine, make_settings, running
 from tests.edit.conftest import Billing, last_job
 from tests.edit.images import Route, data_url, encoded, served
 
@@ -243,3 +245,15 @@ async def test_nothing_charged_for_refusals_and_failures(billing: Billing) -> No
     delivered = await billing.client.post(URL, json=body(), headers=key)
     assert delivered.status_code == 200
     assert await billing.balance(key) == Decimal("0.99")
+
+
+async def test_a_blocked_prompt_is_venices_content_violation(
+    tmp_path: Path, parts: FakeEngineParts
+) -> None:
+    settings = make_settings(tmp_path, blocked_terms=["forbidden"])
+    async with running(settings, fake_engine(parts)) as client:
+        response = await client.post(URL, json=body(prompt="a forbidden thing"), headers=AUTH)
+    assert response.status_code == 200
+    assert response.headers["x-venice-is-content-violation"] == "true"
+    assert response.content == violation_placeholder_png()
+    assert parts.backends["test-model"].batches == []

@@ -137,3 +137,12 @@ async def test_json_and_missing_images_are_refused(client: httpx.AsyncClient) ->
     many = [("image[]", (f"{i}.png", PNG, "image/png")) for i in range(17)]
     response = await post(client, files=many)
     assert response.status_code == 400
+
+
+async def test_size_on_a_ratio_model_picks_the_closest_ratio(
+    client: httpx.AsyncClient, parts: FakeEngineParts
+) -> None:
+    response = await post(client, model="ratio-model", size="1536x1024")
+    assert response.status_code == 200, response.text
+    job = last_job(parts, "ratio-model")
+    assert (job.width, job.height) == (1360, 768)  # 16:9 is the closest listed to 3:2
