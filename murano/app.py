@@ -7,17 +7,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from typing import Any
 
 from fastapi import FastAPI
 
 from murano import __version__
 from murano.accounts.base import Accounts
-from murano.api import health, image, models
+from murano.api import health, image, models, postops
 from murano.api.errors import install_error_handlers
 from murano.api.middleware import BodyGuard, Compression, RequestContext
 from murano.api.serving import ImageService, PaymentGate
+from murano.catalog.check import GenerationParams
 from murano.catalog.entries import ModelEntry
 from murano.engine.backend import Backend
 from murano.engine.engine import Engine
@@ -32,27 +33,39 @@ log = logging.getLogger("murano")
 
 
 def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | None) -> Engine:
-    """The real engine: the catalog from settings (the embedded tiny model when none is
-    configured, built on first start) and diffusers backends."""
+    """The real engine: the catalog from settings (the embedded tiny models when none is
+    configured, built on first start) and diffusers, upscaler and background-removal
+    backends."""
     from murano.catalog.build import build_catalog, default_entry
-    from murano.engine.diffusers_backend import load_backend
     from murano.engine.families import batch_key
 
     default = None
+    extras: list[ModelEntry] = []
     if settings.models_file is None and not settings.model_sources:
-        from murano.engine.tiny import DEFAULT_MODEL_CFG, DEFAULT_MODEL_STEPS, build_default_model
+        from murano.engine.tiny import (
+            DEFAULT_MODEL_CFG,
+            DEFAULT_MODEL_STEPS,
+            build_default_model,
+            build_default_postops,
+        )
 
         model_dir = build_default_model(settings.default_model_dir)
         default = default_entry(model_dir, steps=DEFAULT_MODEL_STEPS, cfg_scale=DEFAULT_MODEL_CFG)
-    catalog = build_catalog(settings.models_file, settings.model_sources, default)
+        extras = build_default_postops(settings.data_dir / "models")
+    catalog = build_catalog(settings.models_file, settings.model_sources, default, extras)
+    engine: Engine
 
     def factory(entry: ModelEntry) -> Backend:
         # MURANO_DEVICE is the device of every entry that says "auto".
         if entry.device == "auto" and settings.device != "auto":
             entry = entry.model_copy(update={"device": settings.device})
-        return load_backend(entry)
+        return _load_backend(entry, engine)
 
-    return Engine(
+    def key(entry: ModelEntry, params: GenerationParams) -> tuple[Hashable, ...]:
+        # Upscales and cut-outs run one image at a time whatever their sizes.
+        return batch_key(entry, params) if entry.type == "image" else (params.task,)
+
+    engine = Engine(
         catalog,
         factory,
         config=SchedulerConfig(
@@ -68,8 +81,31 @@ def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | No
         else int(settings.memory_budget_gb * 1e9),
         postprocess_threads=settings.postprocess_threads,
         inspector=inspector,
-        batch_key=batch_key,
+        batch_key=key,
     )
+    return engine
+
+
+def _load_backend(entry: ModelEntry, engine: Engine) -> Backend:
+    """The backend of an entry, by its type; an upscaler gets its creativity pass."""
+    from murano.engine.diffusers_backend import load_backend, resolve_device
+
+    if entry.type == "image":
+        return load_backend(entry)
+    device = resolve_device(entry.device)
+    if entry.type == "background-remove":
+        from murano.engine.segment import load_segment_backend
+
+        return load_segment_backend(entry)
+    from murano.catalog.postops import upscale_options
+    from murano.engine.upscale import creativity_refiner, load_upscale_backend
+
+    options = upscale_options(entry)
+    refiner = None
+    if options.creativity:
+        image_model = engine.catalog.get(options.creativity_model or engine.catalog.default_id)
+        refiner = creativity_refiner(image_model, lambda: engine.status(image_model.id).backend)
+    return load_upscale_backend(entry, device, refiner)
 
 
 def _build_inspector(settings: Settings) -> Inspector | None:
@@ -230,4 +266,11 @@ def _add_cors(app: FastAPI, origins: list[str]) -> None:
 def _routers() -> list[Any]:
     from murano.api import admin, edit
 
-    return [image.router, edit.router, models.router, health.router, admin.router]
+    return [
+        image.router,
+        edit.router,
+        postops.router,
+        models.router,
+        health.router,
+        admin.router,
+    ]

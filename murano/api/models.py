@@ -29,7 +29,9 @@ def _check_type(value: str, allowed: tuple[str, ...]) -> str:
 
 def model_response(entry: ModelEntry, engine: Engine) -> dict[str, Any]:
     status = engine.status(entry.id)
-    spec = entry.model_spec.model_dump(mode="json", exclude_none=True)
+    # Upscalers and background removers take no prompt or size: no constraints to show.
+    exclude = None if entry.type == "image" else {"constraints"}
+    spec = entry.model_spec.model_dump(mode="json", exclude_none=True, exclude=exclude)
     spec["offline"] = spec.get("offline", False) or status.state is LoadState.FAILED
     # murano's own keys: what the operator can see of the model's memory state.
     spec["resident"] = status.state is LoadState.RESIDENT
@@ -40,7 +42,7 @@ def model_response(entry: ModelEntry, engine: Engine) -> dict[str, Any]:
         "model_spec": spec,
         "object": "model",
         "owned_by": "venice.ai",
-        "type": "image",
+        "type": entry.type,
     }
 
 
@@ -73,9 +75,16 @@ def _listed(kind: str, engine: Engine) -> list[dict[str, Any]]:
     catalog = list(engine.catalog)
     data: list[dict[str, Any]] = []
     if kind in {"image", "all"}:
-        data += [model_response(e, engine) for e in catalog if e.family_info.generates]
+        generators = [e for e in catalog if e.type == "image" and e.family_info.generates]
+        data += [model_response(e, engine) for e in generators]
     if kind in {"inpaint", "all"}:
         data += [inpaint_response(e, engine) for e in catalog if can_edit(e)]
+    # Upscalers under `upscale`; background removers, which Venice's types do not name,
+    # only under `all`.
+    if kind in {"upscale", "all"}:
+        data += [model_response(e, engine) for e in catalog if e.type == "upscale"]
+    if kind == "all":
+        data += [model_response(e, engine) for e in catalog if e.type == "background-remove"]
     return data
 
 

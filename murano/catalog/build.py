@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from murano.catalog.entries import (
     upstream_family_of,
 )
 from murano.catalog.families import UPSTREAM_FAMILIES, detect_family
+from murano.catalog.postops import build_postop_entry, check_references, is_postop
 from murano.catalog.spec import Constraints, ModelSpec, Price, Pricing, StepsConstraint
 
 __all__ = [
@@ -142,6 +143,8 @@ def single_file_family(source: str, revision: str | None = None) -> str:
 
 
 def _with_family(raw: dict[str, Any]) -> ModelEntry:
+    if is_postop(raw):
+        return build_postop_entry(raw)
     upstream = raw.get("upstream")
     if isinstance(upstream, dict) and "family" not in raw:
         kind_family = upstream_family_of(str(upstream.get("kind")))
@@ -165,9 +168,10 @@ def build_catalog(
     models_file: Path | None,
     model_sources: list[str],
     default: ModelEntry | None = None,
+    extras: Sequence[ModelEntry] = (),
 ) -> Catalog:
     """Entries from `models_file` and `ID=SOURCE` strings; `default` (the embedded model)
-    when there are none."""
+    and `extras` (the embedded upscaler and background remover) when there are none."""
     raws: list[dict[str, Any]] = []
     default_id: str | None = None
     if models_file is not None:
@@ -181,5 +185,6 @@ def build_catalog(
     if not entries:
         if default is None:
             raise ValueError("no models configured")
-        entries = [default]
+        entries = [default, *extras]
+    check_references(entries)
     return Catalog(entries, default_id)

@@ -65,8 +65,10 @@ class ImageRequest(Protocol):
 
 # What a job asks of its model: text-to-image, image-to-image from `init_images[0]`,
 # inpainting of `init_images[0]` where `mask` is white, or an instruction edit of
-# `init_images` (the families built for it: Kontext, Qwen-Image-Edit, FLUX.2).
-Task = Literal["generate", "img2img", "inpaint", "edit"]
+# `init_images` (the families built for it: Kontext, Qwen-Image-Edit, FLUX.2); on an
+# upscaler, `init_images[0]` enlarged to (width, height), and on a background remover,
+# `init_images[0]` cut out.
+Task = Literal["generate", "img2img", "inpaint", "edit", "upscale", "background-remove"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,8 @@ class GenerationParams:
     init_images: tuple[Image, ...] = field(default=(), compare=False, repr=False)
     # Inpainting: white where the image is repainted, black where it is kept ("L" mode).
     mask: Image | None = field(default=None, compare=False, repr=False)
-    # img2img / inpainting: how far from the input the result may go (0–1).
+    # img2img / inpainting: how far from the input the result may go (0–1); on an
+    # upscaler, the creativity pass's strength (0: none).
     strength: float | None = None
 
     @property
@@ -123,6 +126,10 @@ def check(
 ) -> GenerationParams:
     """The request's generation parameters for `entry`, defaults filled in; raises
     InvalidRequest / UnsupportedFeature naming the field."""
+    if entry.type != "image":
+        raise InvalidRequest(
+            "model", f"Model '{entry.id}' serves /image/{entry.type}, not image generation."
+        )
     if not entry.family_info.generates:
         raise UnsupportedFeature(
             "model",

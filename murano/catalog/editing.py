@@ -43,7 +43,7 @@ INPAINT_STRENGTH = 0.9
 
 
 def can_edit(entry: ModelEntry) -> bool:
-    return entry.family_info.edit is not None
+    return entry.type == "image" and entry.family_info.edit is not None
 
 
 def max_input_images(entry: ModelEntry) -> int:

@@ -16,6 +16,7 @@ config = "stabilityai/stable-diffusion-xl-base-1.0"  # single-file sources: thei
 scheduler = "EulerAncestralDiscreteScheduler"        # optional: else the model's own
 scheduler_config = { timestep_spacing = "trailing" } # optional overrides of its config
 max_sequence_length = 256          # optional: the family's
+type = "image"                     # or "upscale" / "background-remove" (murano.catalog.postops)
 [models.components.vae]            # optional: a component from elsewhere
 source = "madebyollin/sdxl-vae-fp16-fix"
 class = "AutoencoderKL"            # a diffusers or transformers class
@@ -58,13 +59,20 @@ from murano.catalog.spec import Constraints, ModelSpec, StepsConstraint
 from murano.errors import ModelNotFound
 
 __all__ = [
+    "MODEL_TYPES",
     "Catalog",
     "ComponentEntry",
     "LoraEntry",
     "ModelEntry",
+    "ModelType",
     "UpstreamEntry",
     "load_models_file",
 ]
+
+# What a model does: "image" models generate (and edit); the others serve one endpoint each,
+# /image/upscale and /image/background-remove (see `murano.catalog.postops`).
+ModelType = Literal["image", "upscale", "background-remove"]
+MODEL_TYPES: tuple[ModelType, ...] = ("image", "upscale", "background-remove")
 
 
 class LoraEntry(BaseModel):
@@ -123,6 +131,11 @@ class ModelEntry(BaseModel):
     source: str = ""
     upstream: UpstreamEntry | None = None
     family: str
+    type: ModelType = "image"
+    # Upscalers and background removers: the weights file inside a repo or folder `source`.
+    weight_name: str | None = None
+    # Upscalers and background removers: their engine's options (`murano.catalog.postops`).
+    options: dict[str, Any] = Field(default_factory=dict)
     revision: str | None = None
     dtype: str | None = None
     device: str = "auto"
@@ -196,12 +209,21 @@ class Catalog:
         self.default_id = default or self._pick_default()
         if self.default_id not in self._entries:
             raise ValueError(f"default model {self.default_id!r} is not in the catalog")
+        if self._entries[self.default_id].type != "image":
+            raise ValueError(f"default model {self.default_id!r} is not an image model")
 
     def _pick_default(self) -> str:
-        for entry in self._entries.values():
+        images = self.of_type("image")
+        if not images:
+            raise ValueError("the catalog has no image model")
+        for entry in images:
             if "default" in entry.model_spec.traits:
                 return entry.id
-        return next(iter(self._entries))
+        return images[0].id
+
+    def of_type(self, kind: ModelType) -> list[ModelEntry]:
+        """The entries of one type, in file order."""
+        return [entry for entry in self._entries.values() if entry.type == kind]
 
     def __iter__(self) -> Iterator[ModelEntry]:
         return iter(self._entries.values())
@@ -223,9 +245,9 @@ class Catalog:
         return self._entries[self.default_id]
 
     def traits(self) -> dict[str, str]:
-        """Venice's `/models/traits` map: trait → the first model that has it."""
+        """Venice's `/models/traits` map: trait → the first image model that has it."""
         found: dict[str, str] = {}
-        for entry in self._entries.values():
+        for entry in self.of_type("image"):
             for trait in entry.model_spec.traits:
                 found.setdefault(trait, entry.id)
         return found

@@ -52,8 +52,11 @@ class Pricing(_Spec):
     inpaint: Price | None = None
 
     def unit_price(self, resolution: str | None, *, edit: bool = False) -> Decimal:
-        """USD per image: the tier's price when the model is tiered by resolution; for an
-        edit, the `inpaint` price when the model has one."""
+        """USD per image: the tier's price when the model is tiered by resolution (an
+        upscale's tier is its factor, "2x" or "4x"); for an edit, the `inpaint` price when
+        the model has one."""
+        if self.upscale and resolution in self.upscale:
+            return self.upscale[resolution].usd
         if edit and self.inpaint is not None:
             return self.inpaint.usd
         # Tiers match whatever their case: Venice prices Grok's "1k" under "1K".

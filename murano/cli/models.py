@@ -3,7 +3,10 @@
 `murano models tiny --family NAME --out DIR` writes a tiny random-weight diffusers
 pipeline of a model family (the architecture of the real one, a few channels wide), which
 `DiffusionPipeline.from_pretrained(DIR)` loads with no hub access: for tests, demos and
-trying a family's serving path without its weights. `murano models tiny-lora` writes a
+trying a family's serving path without its weights. The families `swin2sr` and `spandrel`
+are upscalers (a transformers Swin2SR folder; a Real-ESRGAN Compact `model.safetensors`) and
+`onnx` a background remover (`model.onnx` and its `preprocessor_config.json`), for entries of
+`type = "upscale"` and `type = "background-remove"`. `murano models tiny-lora` writes a
 random LoRA for such a pipeline.
 """
 
@@ -13,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from murano.engine.tiny import EDIT_FAMILIES, FAMILIES
+from murano.engine.tiny import EDIT_FAMILIES, FAMILIES, POSTOP_FAMILIES
 
 __all__ = ["register"]
 
@@ -27,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     tiny = actions.add_parser(
         "tiny", help="build a tiny random-weight pipeline of a family", description=__doc__
     )
-    _add_family(tiny, (*FAMILIES, *EDIT_FAMILIES))
+    _add_family(tiny, (*FAMILIES, *EDIT_FAMILIES, *POSTOP_FAMILIES))
     tiny.add_argument("--out", type=Path, required=True, metavar="DIR", help="an empty folder")
     _add_seed(tiny)
     tiny.set_defaults(func=_tiny)
@@ -74,7 +77,8 @@ def _tiny(args: argparse.Namespace) -> int:
     if not _is_empty_or_missing(args.out):
         return 1
     out = build_tiny(args.family, args.out, seed=args.seed)
-    print(f"tiny {args.family} pipeline written to {out}")
+    kind = "model" if args.family in POSTOP_FAMILIES else "pipeline"
+    print(f"tiny {args.family} {kind} written to {out}")
     return 0
 
 

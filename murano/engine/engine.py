@@ -101,7 +101,8 @@ class Engine:
         for entry in self.catalog:
             if entry.upstream is not None:  # served by murano.gateway: nothing to load
                 continue
-            if entry.load == "start" and self._resident_count() < self._max_resident:
+            room = self._resident_count() < self._max_resident or not self._counted(entry.id)
+            if entry.load == "start" and room:
                 with contextlib.suppress(ModelUnavailable):
                     await self._ensure_loaded(entry.id, evict=False)
                 loaded = self._status[entry.id].backend is not None
@@ -197,8 +198,15 @@ class Engine:
                 await self._fit_budget(model_id)
             return backend
 
+    def _counted(self, model_id: str) -> bool:
+        """Whether a model takes one of the `max_resident` places: upscalers and background
+        removers are small and do not (the memory budget still counts their bytes)."""
+        return self.catalog.get(model_id).type == "image"
+
     def _resident_count(self) -> int:
-        return sum(1 for s in self._status.values() if s.backend is not None)
+        return sum(
+            1 for mid, s in self._status.items() if s.backend is not None and self._counted(mid)
+        )
 
     def resident_bytes(self) -> int:
         """The weights of the resident models, as far as their backends report them."""
@@ -207,11 +215,14 @@ class Engine:
     def _over_budget(self, extra: int = 0) -> bool:
         return self._budget is not None and self.resident_bytes() + extra > self._budget
 
-    def _lru_idle(self, model_id: str) -> str | None:
+    def _lru_idle(self, model_id: str, *, counted: bool = False) -> str | None:
         idle = [
             (s.last_used, mid)
             for mid, s in self._status.items()
-            if s.backend is not None and mid != model_id and not self._queues[mid].busy
+            if s.backend is not None
+            and mid != model_id
+            and not self._queues[mid].busy
+            and (self._counted(mid) or not counted)
         ]
         return min(idle)[1] if idle else None
 
@@ -219,8 +230,9 @@ class Engine:
         """Evict least recently used idle models until one more fits: in number, and in
         memory as far as the model's size is known from an earlier load."""
         size = self._status[model_id].memory_bytes
-        while self._resident_count() >= self._max_resident or self._over_budget(size):
-            victim = self._lru_idle(model_id)
+        counted = self._counted(model_id)
+        while (counted and self._resident_count() >= self._max_resident) or self._over_budget(size):
+            victim = self._lru_idle(model_id, counted=not self._over_budget(size))
             if victim is None:
                 return
             await self._unload(victim)

@@ -38,11 +38,17 @@ def catalog() -> Catalog:
 def test_every_entry_names_its_family() -> None:
     raws, default = load_models_file(EXAMPLE)
     assert default == "z-image-turbo"
-    assert all(raw.get("family") in FAMILIES for raw in raws if "upstream" not in raw)
+    assert all(
+        raw.get("family") in FAMILIES
+        for raw in raws
+        if "upstream" not in raw and raw.get("type", "image") == "image"
+    )
 
 
 def test_venice_ids_and_families(catalog: Catalog) -> None:
-    families = {entry.id: entry.family for entry in catalog if entry.upstream is None}
+    families = {
+        entry.id: entry.family for entry in catalog.of_type("image") if entry.upstream is None
+    }
     assert families == {
         "z-image-turbo": "z-image",
         "venice-sd35": "sd3",
@@ -58,7 +64,7 @@ def test_venice_ids_and_families(catalog: Catalog) -> None:
         "qwen-image-edit": "qwen-image-edit-plus",
         "flux-kontext-dev": "flux-kontext",
     }
-    for entry in catalog:
+    for entry in catalog.of_type("image"):
         if entry.upstream is None:  # Venice's proprietary ids: tests/gateway/test_catalog.py
             adapter_for(entry.family)
 
@@ -83,7 +89,7 @@ def test_venice_constraints(catalog: Catalog, model_id: str) -> None:
 
 
 def test_prices(catalog: Catalog) -> None:
-    prices = {entry.id: entry.model_spec.pricing.unit_price(None) for entry in catalog}
+    prices = {e.id: e.model_spec.pricing.unit_price(None) for e in catalog.of_type("image")}
     assert prices["qwen-image"] == prices["flux-2-dev"] == Decimal("0.03")
     assert prices["z-image-turbo"] == prices["chroma"] == Decimal("0.01")
 

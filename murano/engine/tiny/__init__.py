@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from murano.engine.tiny import (
     chroma,
@@ -29,8 +29,13 @@ from murano.engine.tiny import (
     sd,
     sd3,
     sdxl,
+    segmenter,
+    upscaler,
     z_image,
 )
+
+if TYPE_CHECKING:
+    from murano.catalog.entries import ModelEntry
 
 __all__ = [
     "DEFAULT_MODEL_CFG",
@@ -38,7 +43,11 @@ __all__ = [
     "EDIT_FAMILIES",
     "FAMILIES",
     "PIPELINE_CLASSES",
+    "POSTOP_FAMILIES",
+    "TINY_BACKGROUND_REMOVER_ID",
+    "TINY_UPSCALER_ID",
     "build_default_model",
+    "build_default_postops",
     "build_tiny",
 ]
 
@@ -68,6 +77,20 @@ _EDIT_BUILDERS: Mapping[str, _Builder] = {
 FAMILIES: tuple[str, ...] = tuple(_BUILDERS)
 EDIT_FAMILIES: tuple[str, ...] = tuple(_EDIT_BUILDERS)
 
+# Upscalers and background removers, by their entries' family (`murano.catalog.postops`):
+# a transformers Swin2SR folder, a spandrel (Real-ESRGAN Compact) `.safetensors` file in a
+# folder, an ONNX matting model with its preprocessor config.
+_POSTOP_BUILDERS: Mapping[str, _Builder] = {
+    "swin2sr": upscaler.build_swin2sr,
+    "spandrel": upscaler.build_compact,
+    "onnx": segmenter.build_segmenter,
+}
+POSTOP_FAMILIES: tuple[str, ...] = tuple(_POSTOP_BUILDERS)
+
+# The embedded upscaler and background remover's ids.
+TINY_UPSCALER_ID = "murano-tiny-upscaler"
+TINY_BACKGROUND_REMOVER_ID = "murano-tiny-bg-remover"
+
 # The diffusers pipeline class each family's tiny model is, as `model_index.json` records it.
 PIPELINE_CLASSES: Mapping[str, str] = MappingProxyType(
     {
@@ -96,9 +119,9 @@ _COMPLETE_MARKER = ".murano-complete"
 
 def build_tiny(family: str, out_dir: Path, *, seed: int = 0) -> Path:
     """Build the tiny test pipeline of `family` into `out_dir` and return `out_dir`."""
-    builder = _BUILDERS.get(family) or _EDIT_BUILDERS.get(family)
+    builder = _BUILDERS.get(family) or _EDIT_BUILDERS.get(family) or _POSTOP_BUILDERS.get(family)
     if builder is None:
-        known = ", ".join((*FAMILIES, *EDIT_FAMILIES))
+        known = ", ".join((*FAMILIES, *EDIT_FAMILIES, *POSTOP_FAMILIES))
         raise ValueError(f"unknown model family {family!r}; known families: {known}")
     return builder(out_dir, seed=seed)
 
@@ -110,12 +133,31 @@ def build_default_model(out_dir: Path) -> Path:
     a temporary folder beside `out_dir` and is renamed into place, so an interrupted build
     never leaves a half-written model behind.
     """
+    return _build_once(out_dir, lambda staging, seed=0: sd.build_sd(staging, profile="default"))
+
+
+def build_default_postops(models_dir: Path) -> list[ModelEntry]:
+    """The embedded upscaler (Swin2SR x4) and background remover (ONNX), built under
+    `models_dir` on first use like the default model, as catalog entries."""
+    from murano.catalog.postops import tiny_entry
+
+    upscaler_dir = _build_once(models_dir / TINY_UPSCALER_ID, upscaler.build_swin2sr)
+    remover_dir = _build_once(models_dir / TINY_BACKGROUND_REMOVER_ID, segmenter.build_segmenter)
+    return [
+        tiny_entry("upscale", TINY_UPSCALER_ID, upscaler_dir, "swin2sr"),
+        tiny_entry("background-remove", TINY_BACKGROUND_REMOVER_ID, remover_dir, "onnx"),
+    ]
+
+
+def _build_once(out_dir: Path, builder: _Builder) -> Path:
+    """`builder`'s model in `out_dir`, built there unless a complete one is there already;
+    staged beside it and renamed into place, as `build_default_model` does."""
     if _is_complete(out_dir):
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        sd.build_sd(staging, profile="default")
+        builder(staging)
         (staging / _COMPLETE_MARKER).touch()
         _move_into_place(staging, out_dir)
     finally:
