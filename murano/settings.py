@@ -30,6 +30,15 @@ class Settings(BaseSettings):
     model_sources: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = 1_048_576
     log_level: str = "info"
+    # The HTTP edge (murano serve): request-header size and count (431 beyond), how long a
+    # client may take to send its headers and its body (408 / closed), how many
+    # connections are served at once (503 beyond), idle keep-alive.
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+    max_headers: int = Field(default=100, ge=1)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
+    keep_alive_s: int = Field(default=5, ge=1)
 
     # Auth: keys from settings (comma-separated in MURANO_API_KEYS) unless a database is used.
     auth: bool = True
@@ -40,6 +49,12 @@ class Settings(BaseSettings):
     default_rpm: int = 20
     failure_budget: int = 20
     failure_window_s: int = 30
+    # Faults: a server silent (no heartbeat) for this long loses its reservations to the
+    # others; waits on the database / Redis; Retry-After of the 503 an outage answers.
+    reservation_lease_s: float = Field(default=60.0, gt=0)
+    database_timeout_s: float = Field(default=5.0, gt=0)
+    redis_timeout_s: float = Field(default=2.0, gt=0)
+    outage_retry_after_s: int = Field(default=5, ge=1)
 
     # Engine
     device: str = "auto"

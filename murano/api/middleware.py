@@ -131,23 +131,21 @@ class BodyGuard:
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await self._too_large(send)
             return
-        received = 0
-        too_large = False
-
-        async def guarded_receive() -> Message:
-            nonlocal received, too_large
+        # Read the whole body (at most `max_bytes`) before the app sees it: a chunked body
+        # has no Content-Length, and an error raised from inside FastAPI's body parsing
+        # would become its generic 400.
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    too_large = True
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, guarded_receive, send)
-        except _TooLarge:
-            await self._too_large(send)
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._too_large(send)
+                return
+            if not message.get("more_body"):
+                break
+        await self.app(scope, _replay(bytes(body), receive), send)
 
     async def _too_large(self, send: Send) -> None:
         limit_kb = max(1, self.max_bytes // 1024)
@@ -167,8 +165,19 @@ def _compress(body: bytes, encoding: str) -> bytes:
     return gzip.compress(body, compresslevel=5)
 
 
-class _TooLarge(Exception):
-    pass
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the app `body` once, then waits on the real one (for the
+    disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 class Compression:
