@@ -1,7 +1,7 @@
 """Limits at the HTTP edge, on uvicorn's h11 protocol (h11 parses; this only bounds it).
 
-    request headers over `max_header_bytes`    431, connection closed (h11's own
-                                                 `max_incomplete_event_size`)
+    request headers over `max_header_bytes`    431 (still arriving: h11's own
+                                                 `max_incomplete_event_size`, closed)
     more than `max_headers` header fields       431
     headers not complete `header_timeout_s`     408, connection closed
       after the connection opened or the
@@ -63,7 +63,7 @@ class EdgeProtocol(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.app = _HeaderCount(self.app, self.limits.max_headers)
+        self.app = _HeaderLimits(self.app, self.limits)
         self._timer: asyncio.TimerHandle | None = None
         self._timed_cycle: object = None
         self._waiting_for_body = False
@@ -143,16 +143,29 @@ class EdgeProtocol(H11Protocol):
             self._timer = None
 
 
-class _HeaderCount:
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+class _HeaderLimits:
+    """A header block h11 parsed whole from one read never hit its incomplete-event limit;
+    count and size are checked again here, before the app sees the request."""
+
+    def __init__(self, app: ASGIApp, limits: EdgeLimits) -> None:
         self.app = app
-        self.limit = limit
+        self.limits = limits
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and len(scope["headers"]) > self.limit:
-            message = f"{_HEADERS_TOO_LARGE} At most {self.limit} header fields are allowed."
-            await _json(send, 431, message)
-            return
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            size = len(scope["raw_path"]) + len(scope["query_string"])
+            size += sum(len(name) + len(value) + 4 for name, value in headers)
+            if len(headers) > self.limits.max_headers:
+                message = (
+                    f"{_HEADERS_TOO_LARGE} At most {self.limits.max_headers} header fields "
+                    "are allowed."
+                )
+                await _json(send, 431, message, [(b"connection", b"close")])
+                return
+            if size > self.limits.max_header_bytes:
+                await _json(send, 431, _HEADERS_TOO_LARGE, [(b"connection", b"close")])
+                return
         await self.app(scope, receive, send)
 
 
