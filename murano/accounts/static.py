@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from murano.accounts._gate import RequestGate
 from murano.accounts._keygen import hash_key, verify
 from murano.accounts.base import Admission, Charge, Outcome, Principal
+from murano.accounts.dependencies import Dependencies
 from murano.accounts.management import LimitStatus
 from murano.accounts.ratelimit import MemoryRateLimiter, RateLimiter
 from murano.accounts.redis_limiter import RedisRateLimiter
@@ -59,6 +60,8 @@ class StaticKeyAccounts:
             failure_window_s=failure_window_s,
             clock=clock,
         )
+        # Redis's reachability, for /readyz and the metrics (None: limits kept in memory).
+        self.dependencies: Dependencies | None = getattr(self.gate.limiter, "dependencies", None)
 
     async def start(self) -> None:
         return None

@@ -168,10 +168,9 @@ async def kill_under_load(
             await _delivered(made, kill_after_images)
             await asyncio.sleep(0.1)  # and more in flight
             before = _count(made, DROPPED)
+            stop.set()  # no new requests: what is cut is what was in flight
             server.kill()
             report.faults.append(f"SIGKILL after {_count(made, 200)} images delivered")
-            await asyncio.sleep(0.3)  # the clients see their connections die
-            stop.set()
             await clients_task
             report.dropped_by_kill = _count(made, DROPPED) - before
             # The clients stopped; what they record from here on is nothing.
