@@ -99,9 +99,9 @@ def report_markdown(reports: list[Report], quick: bool) -> str:
         f" Took {outage.seconds:.0f} s.",
         f"- Kill run: the kill cut {kill.dropped_by_kill} request(s) in flight; the restarted"
         f" server was ready {kill.ready_after_restart_s or 0:.1f} s after its start, and the"
-        " balances were read at once then. A request cut by the kill may be charged"
-        " (its images were decided and journalled, the kill struck before they reached"
-        f" the client): {kill.charged_images - kill.delivered} such image(s) here.",
+        " balances were read at once then, with nothing held. Only requests the kill cut"
+        " can differ: an outcome journalled before the kill whose bytes never left is"
+        f" charged; images charged − delivered: {kill.charged_images - kill.delivered:+d}.",
     ]
     if quick:
         lines.insert(0, "**Quick mode**: small load and short faults.\n")
