@@ -41,7 +41,6 @@ from murano.accounts._gate import RequestGate
 from murano.accounts._money import format_usd
 from murano.accounts.base import Admission, Charge, Outcome, Principal
 from murano.accounts.dependencies import Dependencies
-from murano.accounts.management import LimitStatus
 from murano.accounts.outbox import FileOutbox, MemoryOutbox, Orphan, Outbox, Settlement
 from murano.accounts.ratelimit import MemoryRateLimiter, RateLimiter
 from murano.accounts.records import ApiKey, CreatedKey, KeyNotFound, Reservation, UsageRecord
@@ -240,32 +239,20 @@ class LedgerAccounts:
                 await self.gate.note_failure(principal.key_id, status)
 
     async def check_dependencies(self) -> dict[str, bool]:
-        """Ask each service once; whether each answered (for /readyz)."""
+        """Ask each service the accounts live in (the database, Redis) once; whether
+        each answered (for /readyz). In-memory parts are not listed."""
         states: dict[str, bool] = {}
-        for name, ping in (("database", self.store.ping), ("redis", self.gate.limiter.ping)):
+        for name, part in (("database", self.store), ("redis", self.gate.limiter)):
+            watched: Dependencies | None = getattr(part, "dependencies", None)
+            if watched is None or name not in watched.snapshot():
+                continue
             try:
-                await ping()
+                await part.ping()
             except DependencyUnavailable:
                 states[name] = False
             else:
                 states[name] = True
-        watched = self.dependencies.snapshot()
-        return {name: up for name, up in states.items() if name in watched}
-
-    async def limit_status(
-        self, principal: Principal, model_ids: Sequence[str] = ()
-    ) -> LimitStatus:
-        try:
-            key = await self.store.get_key(principal.key_id)
-        except KeyNotFound:
-            raise AuthenticationFailed() from None
-        return LimitStatus(
-            balance_usd=key.available_usd,
-            expires_at=key.expires_at,
-            failures_exceeded=await self.gate.failures_exceeded(key.id) is not None,
-            next_window_ms=self.gate.next_window_ms(),
-            limits=await self.gate.limits(key.id, key.rpm, model_ids),
-        )
+        return states
 
     # Key administration (`KeyManager`), for the admin API.
 

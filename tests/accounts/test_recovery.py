@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from murano.accounts import Charge, LedgerAccounts, Outcome, SqlAccounts
+from murano.accounts import (
+    Charge,
+    LedgerAccounts,
+    MemoryAccounts,
+    Outcome,
+    RedisRateLimiter,
+    SqlAccounts,
+)
 from murano.accounts._tables import instances, reservations
 from murano.accounts.outbox import Settlement
 from murano.accounts.store import utcnow
@@ -177,3 +184,20 @@ async def test_an_outage_refuses_admission_and_loses_no_settlement(
     assert await balance(accounts, created.key.id) == (Decimal("0.97"), Decimal(0))
     outcomes = sorted(u.outcome for u in await accounts.list_usage())
     assert outcomes == ["delivered"] * 3 + ["failed"]
+
+
+@pytest.mark.redis
+async def test_without_redis_rate_limiting_fails_closed() -> None:
+    accounts = MemoryAccounts(limiter=RedisRateLimiter("redis://127.0.0.1:1/0", timeout_s=1))
+    await accounts.start()
+    try:
+        created, principal = await new_key(accounts, usd="1")
+        with pytest.raises(DependencyUnavailable) as refused:
+            await accounts.admit(principal, Charge("m", 1, CENT))
+        assert refused.value.dependency == "redis"
+        assert refused.value.headers == {"Retry-After": "5"}
+        assert await balance(accounts, created.key.id) == (Decimal(1), Decimal(0))
+        await accounts.note_failure(principal, "m", 400)  # the budget waits; no error
+        assert await accounts.check_dependencies() == {"redis": False}
+    finally:
+        await accounts.close()
