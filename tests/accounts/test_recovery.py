@@ -22,7 +22,7 @@ from murano.accounts import (
     SqlAccounts,
 )
 from murano.accounts._tables import instances, reservations
-from murano.accounts.outbox import Settlement
+from murano.accounts.outbox import FileOutbox, Settlement
 from murano.accounts.store import utcnow
 from murano.errors import DependencyUnavailable
 from tests.faults.relay import Relay
@@ -201,3 +201,21 @@ async def test_without_redis_rate_limiting_fails_closed() -> None:
         assert await accounts.check_dependencies() == {"redis": False}
     finally:
         await accounts.close()
+
+
+async def test_a_journal_torn_by_a_crash_keeps_every_settlement_it_acknowledged(
+    tmp_path: Path,
+) -> None:
+    journal = FileOutbox(tmp_path, "dead")
+    assert FileOutbox.orphans(tmp_path) == []  # alive: its lock is held
+    await journal.record(Settlement("a", Outcome.DELIVERED, {"total": 5.0}))
+    await journal.record(Settlement("b", Outcome.FAILED))
+    await journal.done("b")
+    journal.abandon()
+    with (tmp_path / "dead.jsonl").open("a") as torn:
+        torn.write('{"id": "c", "outc')  # the write the kill cut short was never acknowledged
+    [orphan] = FileOutbox.orphans(tmp_path)
+    assert orphan.instance_id == "dead"
+    assert orphan.entries == [Settlement("a", "delivered", {"total": 5.0})]
+    orphan.discard()
+    assert list(tmp_path.iterdir()) == []
