@@ -200,7 +200,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 
 
 def unreadable_body(cause: BaseException | None) -> str:
-    """What is wrong with a body FastAPI could not parse as JSON, from what it raised."""
+    """What is wrong with a body FastAPI could not parse, from what its parser raised."""
     if isinstance(cause, UnicodeDecodeError):
         return "The request body is not valid UTF-8"
     if isinstance(cause, RecursionError):
@@ -215,7 +215,11 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 400:
         # Every 400 is a DetailedError; FastAPI raises this one for bodies it cannot decode.
         await _note_failure(request, 400)
-        message = unreadable_body(exc.__cause__)
+        message = (
+            unreadable_body(exc.__cause__)
+            if exc.detail == "There was an error parsing the body" or not exc.detail
+            else str(exc.detail)
+        )
         issue = {"code": "invalid_body", "path": [], "message": message}
         body = detailed_error(message, {"_errors": [message]}, [issue])
         return JSONResponse(body, status_code=400, headers=exc.headers)
