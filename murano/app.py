@@ -22,6 +22,7 @@ from murano.catalog.entries import ModelEntry
 from murano.engine.backend import Backend
 from murano.engine.engine import Engine
 from murano.engine.scheduler import Inspector, SchedulerConfig
+from murano.gateway import Gateway
 from murano.metrics import Metrics
 from murano.settings import Settings
 
@@ -94,6 +95,7 @@ def create_app(
     inspector: Inspector | None = None,
     payment_gate: PaymentGate | None = None,
     metrics: Metrics | None = None,
+    gateway: Gateway | None = None,
 ) -> FastAPI:
     metrics = metrics or (engine.metrics if engine is not None else Metrics())
     if engine is None:
@@ -112,6 +114,7 @@ def create_app(
         log.warning(
             "AUTHENTICATION IS OFF (--no-auth): anyone who can reach this server can use it"
         )
+    gateway = gateway or Gateway(metrics=metrics, inspector=inspector)
     service = ImageService(
         engine.catalog,
         engine,
@@ -122,6 +125,7 @@ def create_app(
         allow_hide_watermark=settings.allow_hide_watermark,
         visible_mark=settings.visible_watermark,
         payment_gate=payment_gate,
+        gateway=gateway,
     )
 
     @contextlib.asynccontextmanager
@@ -136,6 +140,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await loading
             await engine.close()
+            await gateway.close()
             await accounts.close()
             close_gate = getattr(payment_gate, "close", None)
             if close_gate is not None:
@@ -156,6 +161,10 @@ def create_app(
     install_error_handlers(app)
     for router in _routers():
         app.include_router(router)
+    if settings.playground:
+        from murano.api import playground
+
+        app.include_router(playground.router)
     if payment_gate is not None:
         from murano.api import x402
         from murano.payments import X402Context
@@ -165,7 +174,55 @@ def create_app(
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(Compression)
     app.add_middleware(RequestContext, metrics=metrics)
+    if settings.cors_origins:
+        _add_cors(app, settings.cors_origins)
     return app
+
+
+# What a browser client may read besides the CORS-safelisted headers.
+_EXPOSED_HEADERS = [
+    "CF-RAY",
+    "x-request-id",
+    "x-venice-version",
+    "x-venice-timestamp",
+    "x-venice-model-id",
+    "x-venice-model-name",
+    "x-venice-is-blurred",
+    "x-venice-is-content-violation",
+    "x-venice-balance-usd",
+    "x-murano-safety-checked",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "Retry-After",
+    "Location",
+    "PAYMENT-REQUIRED",
+    "PAYMENT-RESPONSE",
+    "X-PAYMENT-RESPONSE",
+]
+
+
+def _add_cors(app: FastAPI, origins: list[str]) -> None:
+    """Outermost, so that preflights are answered before any guard and every response,
+    errors included, carries the headers a browser needs to read it."""
+    from fastapi.middleware.cors import CORSMiddleware
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Accept",
+            "Prefer",
+            "PAYMENT-SIGNATURE",
+            "X-PAYMENT",
+            "SIGN-IN-WITH-X",
+        ],
+        expose_headers=_EXPOSED_HEADERS,
+        max_age=600,
+    )
 
 
 def _routers() -> list[Any]:

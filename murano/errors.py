@@ -16,7 +16,9 @@ Venice's status code and JSON body, and nothing else does.
     ├── ModelUnavailable          the model is offline or failed to load
     ├── DeadlineExceeded          the job waited past its deadline before reaching the device
     ├── JobCancelled              the client went away before the job started
-    └── InferenceFailed           the pipeline raised while generating
+    ├── InferenceFailed           the pipeline raised while generating
+    ├── UpstreamRejected          an upstream API refused the request (its 4xx status, body)
+    └── UpstreamUnavailable       an upstream API is down, slow, out of credit or limiting us
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ __all__ = [
     "PaymentServiceUnavailable",
     "RateLimited",
     "UnsupportedFeature",
+    "UpstreamRejected",
+    "UpstreamUnavailable",
 ]
 
 
@@ -164,3 +168,26 @@ class InferenceFailed(MuranoError):
     def __init__(self, cause: str = "") -> None:
         super().__init__("Inference processing failed")
         self.cause = cause
+
+
+class UpstreamRejected(MuranoError):
+    """An upstream API refused the caller's request: its status (a 4xx) and its error body
+    reach the caller as they came."""
+
+    def __init__(self, status: int, message: str, body: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body: dict[str, Any] = dict(body) if body is not None else {"error": message}
+
+
+class UpstreamUnavailable(MuranoError):
+    """An upstream API cannot serve now (down, timed out, 5xx, out of credit, limiting the
+    operator's key): the caller may retry later."""
+
+    def __init__(self, upstream: str, reason: str, *, retry_after_s: int = 5) -> None:
+        super().__init__(
+            "The model is temporarily unavailable. Please try again later.",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+        self.upstream = upstream
+        self.reason = reason

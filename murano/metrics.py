@@ -64,6 +64,24 @@ class Metrics:
             registry=r,
         )
 
+        # Upstream APIs (models served through the gateway), by base URL.
+        self.upstream_calls = Counter(
+            "murano_upstream_calls", "HTTP calls to upstream APIs", ["upstream"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "murano_upstream_errors",
+            "Failed upstream calls: HTTP status, 'timeout', 'connect' or 'invalid'",
+            ["upstream", "reason"],
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "murano_upstream_seconds",
+            "Upstream call latency",
+            ["upstream"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+
     def watch_dependencies(self, snapshot: Callable[[], Mapping[str, Any]]) -> None:
         """Export `murano_dependency_up` and `murano_dependency_outages_total` from
         `snapshot()` (name → a state with `up` and `outages`) at every scrape; once."""

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=1000, ge=1)
     keep_alive_s: int = Field(default=5, ge=1)
+    # The browser playground at `/` (MURANO_PLAYGROUND=false turns it off).
+    playground: bool = True
+    # Origins allowed to call the API from a browser (CORS), comma-separated; `*` for any.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Auth: keys from settings (comma-separated in MURANO_API_KEYS) unless a database is used.
     auth: bool = True
@@ -84,7 +88,7 @@ class Settings(BaseSettings):
     x402_wallets: bool = False
 
     _csv = field_validator(
-        "api_keys", "model_sources", "blocked_terms", "x402_networks", mode="before"
+        "api_keys", "model_sources", "blocked_terms", "x402_networks", "cors_origins", mode="before"
     )(_split_csv)
 
     @property

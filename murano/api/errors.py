@@ -29,6 +29,8 @@ from murano.errors import (
     PaymentRequired,
     PaymentServiceUnavailable,
     RateLimited,
+    UpstreamRejected,
+    UpstreamUnavailable,
 )
 
 __all__ = ["detailed_error", "install_error_handlers", "status_for", "validation_details"]
@@ -49,11 +51,14 @@ _STATUS: tuple[tuple[type[MuranoError], int], ...] = (
     (ModelUnavailable, 503),
     (PaymentServiceUnavailable, 503),
     (DependencyUnavailable, 503),
+    (UpstreamUnavailable, 503),
     (DeadlineExceeded, 504),
 )
 
 
 def status_for(error: MuranoError) -> int:
+    if isinstance(error, UpstreamRejected):
+        return error.status
     for cls, status in _STATUS:
         if isinstance(error, cls):
             return status
@@ -70,7 +75,7 @@ def detailed_error(
 
 
 def error_body(error: MuranoError) -> dict[str, Any]:
-    if isinstance(error, PaymentRequired):
+    if isinstance(error, PaymentRequired | UpstreamRejected):
         return error.body
     if isinstance(error, InvalidRequest):
         details = {"_errors": [], error.field: {"_errors": [error.message]}}
@@ -186,7 +191,11 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     # Outages are logged once each by whoever watches the dependency, not per request.
     if status >= 500 and not isinstance(
         exc,
-        ModelAtCapacity | ModelUnavailable | PaymentServiceUnavailable | DependencyUnavailable,
+        ModelAtCapacity
+        | ModelUnavailable
+        | PaymentServiceUnavailable
+        | DependencyUnavailable
+        | UpstreamUnavailable,
     ):
         log.warning("request failed with %d: %s", status, type(exc).__name__)
     return JSONResponse(error_body(exc), status_code=status, headers=exc.headers)

@@ -1,4 +1,5 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics, each at the root (where probes and scrapers
+look by default) and under `/api/v1` (where the rest of the API is)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ router = APIRouter()
 
 
 @router.get("/healthz")
+@router.get("/api/v1/healthz", include_in_schema=False)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/readyz")
+@router.get("/api/v1/readyz", include_in_schema=False)
 async def readyz(request: Request) -> JSONResponse:
     """200 once the default model is loaded and every service the accounts live in (the
     database, Redis) answers; 503 otherwise, naming what is down."""
@@ -36,6 +39,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
+@router.get("/api/v1/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     registry: Metrics = request.app.state.metrics
     engine: Engine = request.app.state.engine

@@ -16,6 +16,7 @@ from murano.api.serving import Generated, ImageService, OutputRequest
 from murano.catalog.check import MAX_SIDE, GenerationParams
 from murano.catalog.styles import STYLE_NAMES
 from murano.errors import InvalidRequest
+from murano.gateway import ratio_for_size
 from murano.imaging.encode import MIME_TYPES, sniff_format
 
 __all__ = ["router"]
@@ -119,11 +120,16 @@ async def openai_generations(
     received = time.monotonic()
     model = body.model if body.model in service.catalog else service.catalog.default_id
     size = OPENAI_SIZES[body.size or "auto"]
+    # A model sized by aspect ratio takes OpenAI's size as the ratio it has (1024x1024: 1:1).
+    ratio = ratio_for_size(service.catalog.get(model), *size) if size else None
+    if ratio is not None:
+        size = None
     native = GenerateImageRequest.model_construct(
         model=model,
         prompt=body.prompt,
         width=size[0] if size else None,
         height=size[1] if size else None,
+        aspect_ratio=ratio,
         format=body.output_format,
         safe_mode=body.moderation != "low",
     )

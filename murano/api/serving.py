@@ -21,8 +21,10 @@ from murano.engine.job import GenerationJob, JobTimings
 from murano.errors import (
     DeadlineExceeded,
     JobCancelled,
+    ModelUnavailable,
     MuranoError,
 )
+from murano.gateway import Gateway, UpstreamRequest
 from murano.imaging.encode import ImageFormat, encode
 from murano.imaging.metadata import ImageMetadata
 from murano.imaging.placeholder import blacked_out, violation_placeholder_png
@@ -85,6 +87,7 @@ class ImageService:
         allow_hide_watermark: bool,
         visible_mark: str | None,
         payment_gate: PaymentGate | None = None,
+        gateway: Gateway | None = None,
     ) -> None:
         self.catalog = catalog
         self.engine = engine
@@ -95,6 +98,7 @@ class ImageService:
         self.allow_hide_watermark = allow_hide_watermark
         self.visible_mark = visible_mark
         self.payment_gate = payment_gate
+        self.gateway = gateway
 
     def resolve(self, model_id: str, request: ImageRequest, *, max_side: int) -> GenerationParams:
         return check(self.catalog.get(model_id), request, max_side=max_side)
@@ -117,6 +121,8 @@ class ImageService:
         try:
             if self._violates_policy(params):
                 return await self._violation(entry, params, output, admission, timings)
+            if entry.upstream is not None:
+                return await self._forward(entry, params, output, admission, timings)
             job = GenerationJob(
                 params=params,
                 finish=partial(_finish, options=self._options(entry, params, output)),
@@ -191,6 +197,31 @@ class ImageService:
             if job.timings.started == 0.0 and await is_disconnected():
                 self.engine.cancel(job)
                 raise JobCancelled()
+
+    # -- models served by an upstream API (murano.gateway) -------------------------------
+
+    async def _forward(
+        self,
+        entry: ModelEntry,
+        params: GenerationParams,
+        output: OutputRequest,
+        admission: Admission,
+        timings: JobTimings,
+    ) -> Generated:
+        """The upstream's images, admitted and settled like a local job's: charged only when
+        delivered, released on any error (the caller's `except` above)."""
+        if self.gateway is None:
+            raise ModelUnavailable(entry.id, "no upstream gateway")
+        request = UpstreamRequest(
+            params, output.fmt, output.safe_mode, output.hide_watermark, output.embed_metadata
+        )
+        timings.enqueued = timings.started = time.monotonic()
+        delivery = await self.gateway.generate(entry, request, self._options(entry, params, output))
+        timings.generated, timings.finished = delivery.generated_at, time.monotonic()
+        violation = delivery.content_violation
+        outcome = Outcome.CONTENT_VIOLATION if violation else Outcome.DELIVERED
+        await self._settle(admission, outcome, timings)
+        return Generated(entry, params, delivery.rendered, timings, admission, violation)
 
     def _violates_policy(self, params: GenerationParams) -> bool:
         text = params.prompt.lower()

@@ -13,8 +13,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from murano.catalog.entries import Catalog, ModelEntry, build_entry, load_models_file
-from murano.catalog.families import detect_family
+from murano.catalog.entries import (
+    Catalog,
+    ModelEntry,
+    build_entry,
+    load_models_file,
+    upstream_family_of,
+)
+from murano.catalog.families import UPSTREAM_FAMILIES, detect_family
 from murano.catalog.spec import Constraints, ModelSpec, Price, Pricing, StepsConstraint
 
 __all__ = [
@@ -136,6 +142,14 @@ def single_file_family(source: str, revision: str | None = None) -> str:
 
 
 def _with_family(raw: dict[str, Any]) -> ModelEntry:
+    upstream = raw.get("upstream")
+    if isinstance(upstream, dict) and "family" not in raw:
+        kind_family = upstream_family_of(str(upstream.get("kind")))
+        if kind_family not in UPSTREAM_FAMILIES:
+            raise ValueError(
+                f"model entry {raw.get('id')!r}: upstream kind must be 'venice' or 'openai'"
+            )
+        return build_entry(raw, family=kind_family)
     family = raw.get("family")
     if not isinstance(family, str):
         source = str(raw.get("source", ""))

@@ -26,6 +26,22 @@ scale = 0.8                        # at lora_strength 50 (or absent); 100 double
 fixed = false                      # true: always at `scale`, fused (speed-up LoRAs)
 [models.model_spec]                # Venice's model_spec field names
 name = "Z-Image Turbo"
+
+A model without open weights names an upstream API instead of a `source` (never both):
+
+[[models]]
+id = "grok-imagine-image"
+[models.upstream]
+kind = "venice"                    # any Venice image API (Venice, another murano), or "openai"
+base_url = "https://api.venice.ai/api/v1"
+key_env = "VENICE_API_KEY"         # the environment variable with the operator's key
+model = "grok-imagine-image"       # the upstream's id (default: the entry's id)
+timeout_s = 120
+watermark = false                  # murano's watermark on the upstream's images
+embed_metadata = false             # murano's metadata (when the caller asks for it)
+safety_check = false               # murano's safe-mode classifier and blur
+[models.model_spec]
+name = "Grok Imagine"
 """
 
 from __future__ import annotations
@@ -33,15 +49,22 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from murano.catalog.families import Family, get_family
+from murano.catalog.families import UPSTREAM_FAMILIES, Family, get_family
 from murano.catalog.spec import Constraints, ModelSpec, StepsConstraint
 from murano.errors import ModelNotFound
 
-__all__ = ["Catalog", "ComponentEntry", "LoraEntry", "ModelEntry", "load_models_file"]
+__all__ = [
+    "Catalog",
+    "ComponentEntry",
+    "LoraEntry",
+    "ModelEntry",
+    "UpstreamEntry",
+    "load_models_file",
+]
 
 
 class LoraEntry(BaseModel):
@@ -71,11 +94,34 @@ class ComponentEntry(BaseModel):
     revision: str | None = None
 
 
+class UpstreamEntry(BaseModel):
+    """An API that serves the model: murano forwards requests to it with the operator's key
+    (`key_env`, read from the environment at each call), after its own admission."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["venice", "openai"]
+    base_url: str = Field(pattern=r"^https?://[^\s]+$")
+    key_env: str = Field(min_length=1)
+    model: str | None = None
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_connections: int = Field(default=32, ge=1)
+    # OpenAI upstreams: the sizes they accept ("1024x1024", ...); a request gets the one
+    # closest to its own aspect ratio. None: the request's own width x height.
+    sizes: list[Annotated[str, Field(pattern=r"^[1-9][0-9]*x[1-9][0-9]*$")]] | None = None
+    # murano's own post-processing of the upstream's images, each on request.
+    watermark: bool = False
+    embed_metadata: bool = False
+    safety_check: bool = False
+
+
 class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1)
-    source: str
+    # Weights; "" for a model served by an `upstream`.
+    source: str = ""
+    upstream: UpstreamEntry | None = None
     family: str
     revision: str | None = None
     dtype: str | None = None
@@ -99,6 +145,19 @@ class ModelEntry(BaseModel):
     loras: list[LoraEntry] = Field(default_factory=list)
     model_spec: ModelSpec
 
+    @model_validator(mode="after")
+    def _source_or_upstream(self) -> ModelEntry:
+        if bool(self.source) == (self.upstream is not None):
+            raise ValueError(
+                f"model {self.id!r}: give exactly one of `source` (weights) or [upstream]"
+            )
+        upstream_family = None if self.upstream is None else upstream_family_of(self.upstream.kind)
+        if (self.family in UPSTREAM_FAMILIES or upstream_family) and self.family != upstream_family:
+            raise ValueError(f"model {self.id!r}: family {self.family!r} does not fit its source")
+        if self.upstream is not None and (self.loras or self.components):
+            raise ValueError(f"model {self.id!r}: an upstream model takes no loras or components")
+        return self
+
     @property
     def family_info(self) -> Family:
         return get_family(self.family)
@@ -106,6 +165,11 @@ class ModelEntry(BaseModel):
     @property
     def constraints(self) -> Constraints:
         return self.model_spec.constraints
+
+
+def upstream_family_of(kind: str) -> str:
+    """The catalog family of a model served by an upstream of this kind."""
+    return f"{kind}-upstream"
 
 
 def spec_for_family(family: Family, name: str, **overrides: Any) -> ModelSpec:

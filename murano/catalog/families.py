@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["FAMILIES", "CfgMode", "Family", "detect_family", "get_family"]
+__all__ = ["FAMILIES", "UPSTREAM_FAMILIES", "CfgMode", "Family", "detect_family", "get_family"]
 
 # How `cfg_scale` reaches the pipeline:
 #   "cfg"       classic classifier-free guidance (`guidance_scale`, negative prompt)
@@ -179,9 +179,21 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+# Models served by an upstream API (`[models.upstream]`): no pipeline; what the catalog
+# checks before forwarding. cfg_scale 0 means "not given": the upstream's default applies.
+# OpenAI's Images API has no negative prompt, so it is refused before anyone pays.
+UPSTREAM_FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("venice-upstream", (), 1, 20, 50, 0.0, "cfg", negative_prompt=True),
+        Family("openai-upstream", (), 1, 20, 50, 0.0, "cfg", negative_prompt=False),
+    )
+}
+
+
 def get_family(name: str) -> Family:
     try:
-        return FAMILIES[name]
+        return FAMILIES[name] if name in FAMILIES else UPSTREAM_FAMILIES[name]
     except KeyError:
         known = ", ".join(FAMILIES)
         raise ValueError(f"unknown model family {name!r}; known families: {known}") from None

@@ -52,8 +52,10 @@ class Pricing(_Spec):
 
     def unit_price(self, resolution: str | None) -> Decimal:
         """USD per image: the tier's price when the model is tiered by resolution."""
-        if self.resolutions and resolution in self.resolutions:
-            return self.resolutions[resolution].usd
+        # Tiers match whatever their case: Venice prices Grok's "1k" under "1K".
+        tiers = {tier.upper(): price for tier, price in (self.resolutions or {}).items()}
+        if resolution is not None and resolution.upper() in tiers:
+            return tiers[resolution.upper()].usd
         if self.generation is not None:
             return self.generation.usd
         if self.resolutions:

@@ -18,6 +18,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from murano.accounts._money import format_usd, parse_usd
 from murano.accounts.records import AmbiguousKey, ApiKey, KeyNotFound
 from murano.accounts.sql import SqlStore, sqlite_url
@@ -39,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create = commands.add_parser("create", help="create a key and print it (only this once)")
     create.add_argument("--name", required=True, help="what the key is for")
     create.add_argument(
-        "--balance-usd", type=parse_usd, help="prepaid balance in USD (default: unlimited)"
+        "--balance-usd", type=_usd, help="prepaid balance in USD (default: unlimited)"
     )
     create.add_argument(
         "--rpm", type=_positive_int, help="requests per minute per model (default: the model's)"
@@ -59,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     top_up = commands.add_parser("top-up", help="add to a key's balance")
     top_up.add_argument("key", metavar="ID_OR_PREFIX")
-    top_up.add_argument("--usd", type=parse_usd, required=True, help="amount to add")
+    top_up.add_argument("--usd", type=_usd, required=True, help="amount to add")
     _finish(top_up, _top_up)
 
 
@@ -79,16 +81,24 @@ def open_store(args: argparse.Namespace) -> SqlStore:
 
 
 def run_with_store(args: argparse.Namespace, action: Action) -> int:
-    """Run `action` on a started store; lookup and value errors become exit status 1."""
+    """Run `action` on a started store; lookup and value errors, and a database that cannot
+    be opened, become one line on stderr and exit status 1."""
     try:
         return asyncio.run(_with_store(args, action))
     except (KeyNotFound, AmbiguousKey, ValueError) as exc:
         print(f"murano {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except DependencyUnavailable as exc:
+        cause = exc.__cause__ or exc
+        reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
         print(
-            f"murano {args.command}: error: the {exc.dependency} cannot be reached", file=sys.stderr
+            f"murano {args.command}: error: cannot open the {exc.dependency}: {reason}",
+            file=sys.stderr,
         )
+        return 1
+    except (OSError, DBAPIError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        print(f"murano {args.command}: error: cannot open the database: {reason}", file=sys.stderr)
         return 1
 
 
@@ -154,6 +164,8 @@ async def _list(store: SqlStore, args: argparse.Namespace) -> int:
 
 
 async def _revoke(store: SqlStore, args: argparse.Namespace) -> int:
+    if (await store.get_key(args.key)).revoked_at is not None:
+        raise ValueError(f"key {args.key} is already revoked")
     key = await store.revoke_key(args.key)
     print(f"Revoked key {key.prefix} ({key.name!r}, id {key.id}).")
     return 0
@@ -212,6 +224,14 @@ def _limits(key: ApiKey) -> str:
 
 def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _usd(text: str) -> Decimal:
+    # argparse words a ValueError as "invalid parse_usd value"; this keeps our message.
+    try:
+        return parse_usd(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from PIL import UnidentifiedImageError
+
 from murano.imaging.metadata import parse_infotext, read_infotext
 
 __all__ = ["register"]
@@ -30,7 +32,9 @@ def _show(args: argparse.Namespace) -> int:
     try:
         text = read_infotext(path.read_bytes())
     except (OSError, ValueError) as exc:
-        print(f"murano: cannot read {path}: {exc}", file=sys.stderr)
+        unidentified = isinstance(exc.__cause__ or exc, UnidentifiedImageError)
+        reason = "not a PNG, JPEG or WebP image" if unidentified else str(exc)
+        print(f"murano: cannot read {path}: {reason}", file=sys.stderr)
         return 2
     if text is None:
         print(f"{path}: no embedded metadata", file=sys.stderr)

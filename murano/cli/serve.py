@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,19 @@ def _settings_from(args: argparse.Namespace) -> Any:
     return Settings(**overrides)
 
 
+def _show_load_progress() -> None:
+    """Keep diffusers' and huggingface_hub's own progress bars on (they go to stderr, with
+    the log), so that a model's first download and its loading are never silent. Set
+    HF_HUB_DISABLE_PROGRESS_BARS=1 to turn them off."""
+    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").lower() in ("1", "true", "yes"):
+        return
+    import diffusers.utils.logging
+    from huggingface_hub.utils.tqdm import enable_progress_bars
+
+    enable_progress_bars()
+    diffusers.utils.logging.enable_progress_bar()
+
+
 def _serve(args: argparse.Namespace) -> int:
     from murano.app import create_app
 
@@ -69,7 +83,12 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    run_server(create_app(settings), settings)
+    _show_load_progress()
+    app = create_app(settings)
+    if settings.playground:
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        logging.getLogger("murano").info("playground: http://%s:%d/", host, settings.port)
+    run_server(app, settings)
     return 0
 
 

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from murano.imaging.watermark import MAX_BIT_ERRORS, MIN_SIDE, PAYLOAD, watermark_bit_errors
 
@@ -35,6 +35,9 @@ def _check(args: argparse.Namespace) -> int:
     try:
         with Image.open(path) as opened:
             image = opened.convert("RGB")
+    except UnidentifiedImageError:
+        print(f"murano: cannot read {path}: not a PNG, JPEG or WebP image", file=sys.stderr)
+        return 2
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         print(f"murano: cannot read {path}: {exc}", file=sys.stderr)
         return 2

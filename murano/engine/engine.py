@@ -99,6 +99,8 @@ class Engine:
     async def start(self) -> None:
         """Load the models marked `load = "start"`; a failure is logged, not raised."""
         for entry in self.catalog:
+            if entry.upstream is not None:  # served by murano.gateway: nothing to load
+                continue
             if entry.load == "start" and self._resident_count() < self._max_resident:
                 with contextlib.suppress(ModelUnavailable):
                     await self._ensure_loaded(entry.id, evict=False)
@@ -144,7 +146,8 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        return self._status[self.catalog.default_id].state is LoadState.RESIDENT
+        default = self.catalog.default
+        return default.upstream is not None or self._status[default.id].state is LoadState.RESIDENT
 
     def _acquirer(self, model_id: str) -> Callable[[], Any]:
         async def acquire() -> Backend:

@@ -1,0 +1,1 @@
+"""The playground's static files (`static/`), served by `murano.api.playground`."""
