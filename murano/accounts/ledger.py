@@ -41,6 +41,7 @@ from murano.accounts._gate import RequestGate
 from murano.accounts._money import format_usd
 from murano.accounts.base import Admission, Charge, Outcome, Principal
 from murano.accounts.dependencies import Dependencies
+from murano.accounts.management import LimitStatus
 from murano.accounts.outbox import FileOutbox, MemoryOutbox, Orphan, Outbox, Settlement
 from murano.accounts.ratelimit import MemoryRateLimiter, RateLimiter
 from murano.accounts.records import ApiKey, CreatedKey, KeyNotFound, Reservation, UsageRecord
@@ -253,6 +254,21 @@ class LedgerAccounts:
             else:
                 states[name] = True
         return states
+
+    async def limit_status(
+        self, principal: Principal, model_ids: Sequence[str] = ()
+    ) -> LimitStatus:
+        try:
+            key = await self.store.get_key(principal.key_id)
+        except KeyNotFound:
+            raise AuthenticationFailed() from None
+        return LimitStatus(
+            balance_usd=key.available_usd,
+            expires_at=key.expires_at,
+            failures_exceeded=await self.gate.failures_exceeded(key.id) is not None,
+            next_window_ms=self.gate.next_window_ms(),
+            limits=await self.gate.limits(key.id, key.rpm, model_ids),
+        )
 
     # Key administration (`KeyManager`), for the admin API.
 
