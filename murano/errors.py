@@ -12,6 +12,7 @@ Venice's status code and JSON body, and nothing else does.
     ├── InsufficientBalance       the key's balance does not cover the request
     ├── PaymentRequired           x402: pay first (carries the challenge)
     ├── PaymentServiceUnavailable x402: the facilitator cannot be reached
+    ├── DependencyUnavailable     the accounts database or Redis cannot be reached
     ├── RateLimited               too many requests (or too many failures) for this key
     ├── ModelAtCapacity           the model's queue is full
     ├── ModelUnavailable          the model is offline or failed to load
@@ -30,6 +31,7 @@ from typing import Any
 __all__ = [
     "AuthenticationFailed",
     "DeadlineExceeded",
+    "DependencyUnavailable",
     "Forbidden",
     "InferenceFailed",
     "InsufficientBalance",
@@ -111,7 +113,7 @@ class InsufficientBalance(MuranoError):
     def __init__(self, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(
             "Insufficient USD or Diem balance to complete request. "
-            "Visit https://venice.ai/settings/api to add credits.",
+            "Ask this server's operator to top up your API key.",
             headers=headers,
         )
 
@@ -134,6 +136,18 @@ class PaymentServiceUnavailable(MuranoError):
             message or "The payment service is temporarily unavailable. Please try again later.",
             headers={"Retry-After": str(retry_after_s)},
         )
+
+
+class DependencyUnavailable(MuranoError):
+    """A service murano keeps its accounts in (`dependency`: "database" or "redis") cannot
+    be reached. Nothing was charged; the client may retry after `retry_after_s`."""
+
+    def __init__(self, dependency: str, *, retry_after_s: int = 5) -> None:
+        super().__init__(
+            "The service is temporarily unavailable. Please try again later.",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+        self.dependency = dependency
 
 
 class RateLimited(MuranoError):

@@ -3,7 +3,11 @@ tests, do not collide). Served at `GET /metrics`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 __all__ = ["Metrics"]
 
@@ -12,6 +16,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 class Metrics:
     def __init__(self) -> None:
+        self._dependencies: _DependencyCollector | None = None
         self.registry = CollectorRegistry()
         r = self.registry
         self.queue_depth = Gauge(
@@ -77,5 +82,35 @@ class Metrics:
             registry=r,
         )
 
+    def watch_dependencies(self, snapshot: Callable[[], Mapping[str, Any]]) -> None:
+        """Export `murano_dependency_up` and `murano_dependency_outages_total` from
+        `snapshot()` (name → a state with `up` and `outages`) at every scrape; once."""
+        if self._dependencies is None:
+            self._dependencies = _DependencyCollector(snapshot)
+            self.registry.register(self._dependencies)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _DependencyCollector:
+    def __init__(self, snapshot: Callable[[], Mapping[str, Any]]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        states = self.snapshot()
+        up = GaugeMetricFamily(
+            "murano_dependency_up",
+            "1 when the service answers, 0 during an outage",
+            labels=["dependency"],
+        )
+        outages = CounterMetricFamily(
+            "murano_dependency_outages",
+            "Outages of a service murano depends on",
+            labels=["dependency"],
+        )
+        for name, state in states.items():
+            up.add_metric([name], 1.0 if state.up else 0.0)
+            outages.add_metric([name], float(state.outages))
+        yield up
+        yield outages

@@ -33,6 +33,15 @@ class Settings(BaseSettings):
     # removal, OpenAI edits): several images of up to 25 MB each, base64 or multipart.
     max_upload_bytes: int = 104_857_600
     log_level: str = "info"
+    # The HTTP edge (murano serve): request-header size and count (431 beyond), how long a
+    # client may take to send its headers and its body (408 / closed), how many
+    # connections are served at once (503 beyond), idle keep-alive.
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+    max_headers: int = Field(default=100, ge=1)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
+    keep_alive_s: int = Field(default=5, ge=1)
     # The browser playground at `/` (MURANO_PLAYGROUND=false turns it off).
     playground: bool = True
     # Origins allowed to call the API from a browser (CORS), comma-separated; `*` for any.
@@ -47,6 +56,12 @@ class Settings(BaseSettings):
     default_rpm: int = 20
     failure_budget: int = 20
     failure_window_s: int = 30
+    # Faults: a server silent (no heartbeat) for this long loses its reservations to the
+    # others; waits on the database / Redis; Retry-After of the 503 an outage answers.
+    reservation_lease_s: float = Field(default=60.0, gt=0)
+    database_timeout_s: float = Field(default=5.0, gt=0)
+    redis_timeout_s: float = Field(default=2.0, gt=0)
+    outage_retry_after_s: int = Field(default=5, ge=1)
 
     # Engine
     device: str = "auto"

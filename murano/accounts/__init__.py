@@ -10,6 +10,10 @@
     KeyManager, LimitReporter      what the admin API and CLI use (management.py)
     WalletStore                    x402 wallets as account rows, in SqlStore and MemoryStore
                                    (store.py); `murano.payments` spends from them
+    FileOutbox, MemoryOutbox       each instance's journal of settlements, replayed until the
+                                   database takes them (outbox.py)
+    Dependencies                   whether the database and Redis answer; outages become
+                                   DependencyUnavailable, logged once (dependencies.py)
 
 `build_accounts(settings)` picks one; nothing here touches a database at import.
 """

@@ -107,11 +107,13 @@ class RequestGate:
             return
         limit = self.rpm_for(key_rpm, model_id)
         window = await self.limiter.hit(_rpm_key(key_id, model_id), 0, None, RPM_WINDOW_S)
-        headers = _rpm_headers(limit, window) | extra | self._retry_after(failures.reset_ms)
+        retry_after = self._retry_after(failures.reset_ms)
+        headers = _rpm_headers(limit, window) | extra | retry_after
         headers |= {"x-ratelimit-remaining": "0", "x-ratelimit-resets": str(failures.reset_ms)}
+        # The wait named is the one Retry-After gives: what is left of the failure window.
         raise RateLimited(
             f"Too many failed attempts (> {self.failure_budget}) resulting in a non-success "
-            f"status code. Please wait {self.failure_window_s}s and try again.",
+            f"status code. Please wait {retry_after['Retry-After']}s and try again.",
             headers=headers,
         )
 

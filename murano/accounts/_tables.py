@@ -25,7 +25,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["api_keys", "metadata", "reservations", "usage_records", "x402_payments"]
+__all__ = [
+    "api_keys",
+    "instances",
+    "metadata",
+    "reservations",
+    "usage_records",
+    "x402_payments",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -85,7 +92,22 @@ reservations = Table(
     Column("state", String(16), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("settled_at", UTCDateTime, nullable=True),
+    # The server instance that holds it (None: made before revision 0004).
+    Column("instance_id", String(36), nullable=True, index=True),
     Index("ix_reservations_state_created_at", "state", "created_at"),
+)
+
+# One row per server start: its heartbeat tells other servers it still owns the
+# reservations it made; `stopped_at` is set when it stops or is found dead.
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime, nullable=True),
 )
 
 usage_records = Table(
@@ -98,6 +120,8 @@ usage_records = Table(
     Column("images", Integer, nullable=False),
     Column("charged_micros", BigInteger, nullable=False),
     Column("outcome", String(32), nullable=False),
+    # Why a reservation was released without a request's outcome (crash, lease expiry).
+    Column("reason", String(200), nullable=True),
     Column("timings_ms", JSON, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_usage_records_key_id_created_at", "key_id", "created_at"),

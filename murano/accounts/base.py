@@ -97,13 +97,16 @@ class Accounts(Protocol):
 
     async def admit(self, principal: Principal, charge: Charge) -> Admission:
         """Check the rate limit and reserve `charge.total_usd`; raise RateLimited or
-        InsufficientBalance (both carrying headers) when the request may not go on."""
+        InsufficientBalance (both carrying headers) when the request may not go on, and
+        DependencyUnavailable when the database or Redis cannot be reached."""
 
     async def settle(
         self, admission: Admission, outcome: Outcome, *, timings_ms: dict[str, float] | None = None
     ) -> None:
         """Commit the reservation when `outcome` is DELIVERED, release it otherwise, and
-        record usage. Idempotent: a second call for the same admission does nothing."""
+        record usage. Idempotent: a second call for the same admission does nothing. It
+        never raises because the database is away: the outcome is kept durably and
+        reaches the database when it is back."""
 
     async def note_failure(self, principal: Principal, model_id: str, status: int) -> None:
         """Count a failed (4xx) request against the caller's failure budget."""

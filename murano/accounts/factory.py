@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from murano.accounts.base import Accounts
+from murano.accounts.dependencies import Dependencies
 from murano.accounts.ledger import SqlAccounts
 from murano.accounts.ratelimit import MemoryRateLimiter, RateLimiter
 from murano.accounts.redis_limiter import RedisRateLimiter
@@ -28,8 +29,12 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or sqlite_url(settings.data_dir)
 
 
-def build_limiter(settings: Settings) -> RateLimiter:
-    return RedisRateLimiter(settings.redis_url) if settings.redis_url else MemoryRateLimiter()
+def build_limiter(settings: Settings, dependencies: Dependencies | None = None) -> RateLimiter:
+    if not settings.redis_url:
+        return MemoryRateLimiter()
+    return RedisRateLimiter(
+        settings.redis_url, dependencies=dependencies, timeout_s=settings.redis_timeout_s
+    )
 
 
 def build_accounts(settings: Settings, *, model_rpm: Mapping[str, int] | None = None) -> Accounts:
@@ -45,23 +50,30 @@ def build_accounts(settings: Settings, *, model_rpm: Mapping[str, int] | None = 
             )
         return StaticKeyAccounts(
             settings.api_keys,
-            limiter=build_limiter(settings),
+            limiter=build_limiter(
+                settings, Dependencies(retry_after_s=settings.outage_retry_after_s)
+            ),
             default_rpm=settings.default_rpm,
             model_rpm=model_rpm,
             failure_budget=settings.failure_budget,
             failure_window_s=settings.failure_window_s,
         )
     url = database_url(settings)
+    dependencies = Dependencies(retry_after_s=settings.outage_retry_after_s)
     return SqlAccounts(
         url,
-        limiter=build_limiter(settings),
+        timeout_s=settings.database_timeout_s,
+        dependencies=dependencies,
+        limiter=build_limiter(settings, dependencies),
         default_rpm=settings.default_rpm,
         model_rpm=model_rpm,
         failure_budget=settings.failure_budget,
         failure_window_s=settings.failure_window_s,
         seed_keys=settings.api_keys,
         public_url=f"http://{settings.host}:{settings.port}",
-        # Several servers may share one PostgreSQL: a restarting one must not release the
-        # reservations of requests the others are still generating.
+        # Reservations made before instance tracking (schema 0004) carry no instance: on
+        # a shared PostgreSQL, only old ones can safely be taken for a crash's leftovers.
         reclaim_after_s=0.0 if "sqlite" in url.split(":", 1)[0] else 2 * settings.request_timeout_s,
+        lease_s=settings.reservation_lease_s,
+        outbox_dir=settings.data_dir / "outbox",
     )

@@ -7,30 +7,47 @@ failed-request budget and the requests-per-minute limit (`_gate`) → reserve
 otherwise. `x-venice-balance-usd` is what the key could spend before the request (its
 balance less other requests' reservations); unlimited keys do not get it.
 
-At start, reservations still pending from an earlier run (a crash) are released:
-all of them by default, or, with `reclaim_after_s` > 0 (several servers sharing one
-PostgreSQL), only those older than that; a key whose balance is short then also reclaims
-its own reservations older than that before refusing.
+Money is never lost to a fault:
+
+- `settle` writes the outcome to this instance's journal (`outbox`) before telling the
+  store, and never raises for an unreachable store: a background task retries what the
+  store has not taken until it does. A reservation that may have been made when the store
+  went away during `reserve` is journalled as failed, so it is released once it is back.
+- Every server start is an instance with a heartbeat, and reservations carry it. At start
+  a server replays the journals of dead instances in its data directory (outcomes first)
+  and then releases their remaining reservations; every `lease_s / 4` seconds it beats
+  and releases the reservations of any instance silent for more than `lease_s`, so no key
+  waits for a restart. Reservations made before instances existed (schema 0004) are
+  released once older than `reclaim_after_s`.
+- An unreachable database or Redis is `DependencyUnavailable` (503 + Retry-After),
+  logged once per outage by `Dependencies`. Rate limiting fails closed: without Redis no
+  request is admitted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import TypedDict, Unpack
 
 from murano.accounts._gate import RequestGate
 from murano.accounts._money import format_usd
 from murano.accounts.base import Admission, Charge, Outcome, Principal
+from murano.accounts.dependencies import Dependencies
 from murano.accounts.management import LimitStatus
+from murano.accounts.outbox import FileOutbox, MemoryOutbox, Orphan, Outbox, Settlement
 from murano.accounts.ratelimit import MemoryRateLimiter, RateLimiter
 from murano.accounts.records import ApiKey, CreatedKey, KeyNotFound, Reservation, UsageRecord
 from murano.accounts.sql import SqlStore
 from murano.accounts.store import KeyStore, MemoryStore, utcnow
-from murano.errors import AuthenticationFailed, InsufficientBalance
+from murano.errors import AuthenticationFailed, DependencyUnavailable, InsufficientBalance
 
 __all__ = ["BALANCE_HEADER", "LedgerAccounts", "LedgerOptions", "MemoryAccounts", "SqlAccounts"]
 
@@ -39,6 +56,7 @@ log = logging.getLogger("murano.accounts")
 BALANCE_HEADER = "x-venice-balance-usd"
 # The embedded default model, for the curl example printed with the first key.
 _EXAMPLE_MODEL = "murano-tiny"
+_RETRY_FIRST_S, _RETRY_MAX_S = 0.25, 5.0
 
 
 class LedgerOptions(TypedDict, total=False):
@@ -53,6 +71,9 @@ class LedgerOptions(TypedDict, total=False):
     bootstrap: bool
     public_url: str
     reclaim_after_s: float
+    lease_s: float
+    outbox_dir: Path | None
+    dependencies: Dependencies | None
     clock: Callable[[], float]
 
 
@@ -61,7 +82,8 @@ class LedgerAccounts:
 
     `seed_keys` (from settings) are added as admin keys at start when missing; with
     `bootstrap` and still no key at all, one admin key is created and logged once.
-    `public_url` goes into that log line's curl example; `clock` is for tests.
+    `public_url` goes into that log line's curl example; `outbox_dir` holds the
+    settlement journals (None: kept in memory, not across a crash); `clock` is for tests.
     """
 
     auth_required: bool = True
@@ -79,10 +101,15 @@ class LedgerAccounts:
         bootstrap: bool = True,
         public_url: str = "http://127.0.0.1:8000",
         reclaim_after_s: float = 0.0,
+        lease_s: float = 60.0,
+        outbox_dir: Path | None = None,
+        dependencies: Dependencies | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if reclaim_after_s < 0:
-            raise ValueError(f"reclaim_after_s must be >= 0, got {reclaim_after_s}")
+        if reclaim_after_s < 0 or lease_s <= 0:
+            raise ValueError(
+                f"reclaim_after_s must be >= 0 and lease_s > 0, got {reclaim_after_s}, {lease_s}"
+            )
         self.store = store
         self.gate = RequestGate(
             limiter or MemoryRateLimiter(clock),
@@ -92,22 +119,49 @@ class LedgerAccounts:
             failure_window_s=failure_window_s,
             clock=clock,
         )
+        self.dependencies: Dependencies = (
+            dependencies or getattr(store, "dependencies", None) or Dependencies()
+        )
+        self.instance_id = str(uuid.uuid4())
         self.bootstrap_key: str | None = None
         self._seed_keys = tuple(seed_keys)
         self._bootstrap = bootstrap
         self._public_url = public_url.rstrip("/")
         self._reclaim_after = timedelta(seconds=reclaim_after_s)
+        self.lease = timedelta(seconds=lease_s)
+        self._outbox_dir = outbox_dir
+        self.outbox: Outbox = MemoryOutbox()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._abandoned = False
 
     async def start(self) -> None:
         await self.store.start()
-        released = await self.store.release_pending(older_than=self._reclaim_cutoff())
-        if released:
-            log.warning("released %d reservation(s) left pending by an earlier run", released)
+        orphans: list[Orphan] = []
+        if self._outbox_dir is not None:
+            orphans = FileOutbox.orphans(self._outbox_dir)
+            self.outbox = FileOutbox(self._outbox_dir, self.instance_id)
+        await self.store.register_instance(self.instance_id)
+        await self._recover(orphans)
         await self._seed()
         if self._bootstrap and await self.store.count_keys() == 0:
             await self._create_bootstrap_key()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._flusher()), loop.create_task(self._upkeep())]
 
     async def close(self) -> None:
+        if self._abandoned:
+            return
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        with contextlib.suppress(DependencyUnavailable):
+            await self._flush()
+            await self.store.stop_instance(self.instance_id)
+        self.outbox.close()
         await self.store.close()
         await self.gate.limiter.close()
 
@@ -145,17 +199,61 @@ class LedgerAccounts:
     ) -> None:
         if admission.settled:
             return
-        if admission.reservation_id is not None:
-            settled = await self.store.settle(admission.reservation_id, outcome, timings_ms)
-            if not settled:
-                log.warning(
-                    "reservation %s was already settled or reclaimed", admission.reservation_id
-                )
         admission.settled = True
+        if admission.reservation_id is not None:
+            timings = dict(timings_ms) if timings_ms else None
+            await self.settle_reservation(Settlement(admission.reservation_id, outcome, timings))
+
+    async def settle_reservation(self, entry: Settlement) -> None:
+        """Journal `entry`, then hand it to the store; an unreachable store leaves it to
+        the background retry (it never raises for that)."""
+        try:
+            await self.outbox.record(entry)
+        except OSError:
+            log.exception("could not journal reservation %s; kept in memory", entry.reservation_id)
+        await self._deliver(entry)
+
+    async def abandon(self) -> None:
+        """Stop as a killed process does (for tests): background tasks end, nothing is
+        flushed or marked stopped, the journal stays behind unlocked."""
+        for task in self._tasks:
+            task.cancel()
+        self._abandoned = True
+        abandon = getattr(self.outbox, "abandon", None)
+        if abandon is not None:
+            abandon()
+        await self.store.close()
+
+    async def sweep(self) -> int:
+        """Beat this instance's heartbeat and release the reservations of silent ones;
+        the number released. Runs every `lease_s / 4` seconds on its own."""
+        await self.store.heartbeat(self.instance_id)
+        released = await self._reclaim_stale()
+        if released:
+            log.warning("released %d reservation(s) of silent servers", released)
+        return released
 
     async def note_failure(self, principal: Principal, model_id: str, status: int) -> None:
         if not principal.anonymous:
-            await self.gate.note_failure(principal.key_id, status)
+            # The budget is advice; an outage already answers every request with 503.
+            with contextlib.suppress(DependencyUnavailable):
+                await self.gate.note_failure(principal.key_id, status)
+
+    async def check_dependencies(self) -> dict[str, bool]:
+        """Ask each service the accounts live in (the database, Redis) once; whether
+        each answered (for /readyz). In-memory parts are not listed."""
+        states: dict[str, bool] = {}
+        for name, part in (("database", self.store), ("redis", self.gate.limiter)):
+            watched: Dependencies | None = getattr(part, "dependencies", None)
+            if watched is None or name not in watched.snapshot():
+                continue
+            try:
+                await part.ping()
+            except DependencyUnavailable:
+                states[name] = False
+            else:
+                states[name] = True
+        return states
 
     async def limit_status(
         self, principal: Principal, model_ids: Sequence[str] = ()
@@ -204,19 +302,110 @@ class LedgerAccounts:
 
     async def reserve(self, key_id: str, charge: Charge) -> Reservation:
         """Hold `charge.total_usd` of account `key_id` in the store (the balance is short
-        when the reservation has no id), reclaiming its own stale reservations first if
-        that is what stands in the way. KeyNotFound when it is gone or revoked. The x402
-        wallet ledger draws on wallets through this too."""
-        args = (key_id, charge.model_id, charge.images, charge.total_usd)
-        reservation = await self.store.reserve(*args)
-        if reservation.id is None and self._reclaim_after:
-            cutoff = self._reclaim_cutoff()
-            if await self.store.release_pending(older_than=cutoff, key_id=key_id):
-                reservation = await self.store.reserve(*args)
-        return reservation
+        when the reservation has no id). KeyNotFound when it is gone or revoked;
+        DependencyUnavailable when the store is away, after journalling a release of the
+        reservation in case it was made before the connection was lost. The x402 wallet
+        ledger draws on wallets through this too."""
+        reservation_id = str(uuid.uuid4())
+        try:
+            return await self.store.reserve(
+                key_id,
+                charge.model_id,
+                charge.images,
+                charge.total_usd,
+                reservation_id=reservation_id,
+                instance_id=self.instance_id,
+            )
+        except DependencyUnavailable:
+            await self.settle_reservation(Settlement(reservation_id, Outcome.FAILED))
+            raise
 
-    def _reclaim_cutoff(self) -> datetime:
-        return utcnow() - self._reclaim_after
+    # Durability: the journal, recovery at start, and the two background tasks.
+
+    async def _deliver(self, entry: Settlement) -> bool:
+        try:
+            settled = await self.store.settle(
+                entry.reservation_id, Outcome(entry.outcome), entry.timings_ms
+            )
+        except DependencyUnavailable:
+            self._wake.set()
+            return False
+        if not settled:
+            log.debug("reservation %s was already settled", entry.reservation_id)
+        await self.outbox.done(entry.reservation_id)
+        return True
+
+    async def _flush(self) -> None:
+        """Hand every journalled settlement to the store; DependencyUnavailable when it
+        is away (what is left stays journalled)."""
+        for entry in self.outbox.pending():
+            if not await self._deliver(entry):
+                raise self.dependencies.unavailable("database")
+
+    async def _flusher(self) -> None:
+        delay = _RETRY_FIRST_S
+        while True:
+            if not self.outbox.pending():
+                self._wake.clear()
+                await self._wake.wait()
+            try:
+                await self._flush()
+            except DependencyUnavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+                continue
+            except Exception:
+                log.exception("settling journalled reservations failed; retrying")
+                await asyncio.sleep(_RETRY_MAX_S)
+                continue
+            delay = _RETRY_FIRST_S
+
+    async def _recover(self, orphans: list[Orphan]) -> None:
+        """Settle what dead instances journalled, then release what they still held."""
+        for orphan in orphans:
+            for entry in orphan.entries:
+                await self.outbox.record(entry)
+        await self._flush()
+        dead = [orphan.instance_id for orphan in orphans]
+        released = await self.store.reclaim(
+            instance_ids=dead, reason="its server stopped without settling it"
+        )
+        for orphan in orphans:
+            await self.store.stop_instance(orphan.instance_id)
+            orphan.discard()
+        released += await self._reclaim_stale()
+        if orphans:
+            log.warning(
+                "recovered %d stopped server instance(s): %d journalled settlement(s) replayed",
+                len(orphans),
+                sum(len(orphan.entries) for orphan in orphans),
+            )
+        if released:
+            log.warning("released %d reservation(s) held by stopped servers", released)
+
+    async def _reclaim_stale(self) -> int:
+        now = utcnow()
+        released = await self.store.reclaim(
+            lease_cutoff=now - self.lease,
+            exclude=self.instance_id,
+            reason=f"its server sent no heartbeat for {self.lease.total_seconds():g} s",
+        )
+        released += await self.store.reclaim(
+            legacy_before=now - self._reclaim_after,
+            reason="left pending by a server older than instance tracking",
+        )
+        return released
+
+    async def _upkeep(self) -> None:
+        period = max(0.2, self.lease.total_seconds() / 4)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.sweep()
+            except DependencyUnavailable:
+                continue
+            except Exception:
+                log.exception("heartbeat or reservation sweep failed")
 
     async def _seed(self) -> None:
         added = 0
@@ -252,9 +441,19 @@ class SqlAccounts(LedgerAccounts):
     store: SqlStore
 
     def __init__(
-        self, database_url: str, *, schema: str | None = None, **options: Unpack[LedgerOptions]
+        self,
+        database_url: str,
+        *,
+        schema: str | None = None,
+        timeout_s: float = 5.0,
+        **options: Unpack[LedgerOptions],
     ) -> None:
-        super().__init__(SqlStore(database_url, schema=schema), **options)
+        dependencies = options.get("dependencies") or Dependencies()
+        options["dependencies"] = dependencies
+        store = SqlStore(
+            database_url, schema=schema, dependencies=dependencies, timeout_s=timeout_s
+        )
+        super().__init__(store, **options)
 
 
 class MemoryAccounts(LedgerAccounts):

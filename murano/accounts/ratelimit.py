@@ -36,6 +36,9 @@ class Window:
 class RateLimiter(Protocol):
     async def hit(self, key: str, cost: int, limit: int | None, window_s: int) -> Window: ...
 
+    async def ping(self) -> None:
+        """Raise DependencyUnavailable unless the counters can be reached."""
+
     async def close(self) -> None: ...
 
 
@@ -59,6 +62,9 @@ class MemoryRateLimiter:
             used += cost
         self._windows[key] = (index, used)
         return Window(allowed, used, (index + 1) * window_ms)
+
+    async def ping(self) -> None:
+        return None
 
     async def close(self) -> None:
         self._windows.clear()

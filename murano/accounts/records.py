@@ -100,7 +100,9 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
-    """One settled request. `charged_usd` is zero unless the images were delivered."""
+    """One settled request. `charged_usd` is zero unless the images were delivered.
+    `outcome` "released" is a reservation released without a request's outcome (its server
+    crashed or lost its lease); `reason` says which."""
 
     id: int
     key_id: str
@@ -112,6 +114,8 @@ class UsageRecord:
     outcome: str
     created_at: datetime
     timings_ms: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
+    reservation_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,6 +127,8 @@ class UsageRecord:
             "images": self.images,
             "charged_usd": format_usd(self.charged_usd),
             "outcome": self.outcome,
+            "reason": self.reason,
+            "reservation_id": self.reservation_id,
             "timings_ms": dict(self.timings_ms),
             "created_at": _iso(self.created_at),
         }

@@ -10,15 +10,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 from murano.accounts._gate import RequestGate
 from murano.accounts._keygen import hash_key, verify
 from murano.accounts.base import Admission, Charge, Outcome, Principal
+from murano.accounts.dependencies import Dependencies
 from murano.accounts.management import LimitStatus
 from murano.accounts.ratelimit import MemoryRateLimiter, RateLimiter
-from murano.errors import AuthenticationFailed
+from murano.accounts.redis_limiter import RedisRateLimiter
+from murano.errors import AuthenticationFailed, DependencyUnavailable
 
 __all__ = ["ANONYMOUS", "OpenAccounts", "StaticKeyAccounts"]
 
@@ -57,6 +60,8 @@ class StaticKeyAccounts:
             failure_window_s=failure_window_s,
             clock=clock,
         )
+        # Redis's reachability, for /readyz and the metrics (None: limits kept in memory).
+        self.dependencies: Dependencies | None = getattr(self.gate.limiter, "dependencies", None)
 
     async def start(self) -> None:
         return None
@@ -86,7 +91,16 @@ class StaticKeyAccounts:
         admission.settled = True
 
     async def note_failure(self, principal: Principal, model_id: str, status: int) -> None:
-        await self.gate.note_failure(principal.key_id, status)
+        with contextlib.suppress(DependencyUnavailable):
+            await self.gate.note_failure(principal.key_id, status)
+
+    async def check_dependencies(self) -> dict[str, bool]:
+        """Whether Redis answers, when limits are kept there (for /readyz)."""
+        try:
+            await self.gate.limiter.ping()
+        except DependencyUnavailable:
+            return {"redis": False}
+        return {"redis": True} if isinstance(self.gate.limiter, RedisRateLimiter) else {}
 
     async def limit_status(
         self, principal: Principal, model_ids: Sequence[str] = ()

@@ -19,7 +19,7 @@ keys: `list_keys` and `count_keys` leave them out, and no secret authenticates a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -85,22 +85,52 @@ class KeyStore(Protocol):
         """Add `usd` to a limited, unrevoked key's balance (ValueError otherwise)."""
 
     async def reserve(
-        self, key_id: str, model: str, images: int, amount_usd: Decimal
+        self,
+        key_id: str,
+        model: str,
+        images: int,
+        amount_usd: Decimal,
+        *,
+        reservation_id: str | None = None,
+        instance_id: str | None = None,
     ) -> Reservation:
-        """Hold `amount_usd` of an unrevoked key's balance; KeyNotFound when the key is
-        gone or revoked."""
+        """Hold `amount_usd` of an unrevoked key's balance, as `reservation_id` (None: a
+        new id) held by server `instance_id`; KeyNotFound when the key is gone or revoked."""
 
     async def settle(
         self, reservation_id: str, outcome: Outcome, timings_ms: Mapping[str, float] | None
     ) -> bool:
-        """Commit (DELIVERED) or release a pending reservation and record the usage.
-        False when it was already settled."""
+        """Commit (DELIVERED) or release a pending reservation and record the usage; a
+        DELIVERED for a reservation reclaimed meanwhile still commits. False when it was
+        already settled (or never made)."""
 
     async def release_pending(
         self, *, older_than: datetime | None = None, key_id: str | None = None
     ) -> int:
-        """Release pending reservations (created before `older_than`, of `key_id`);
-        the number released."""
+        """Release pending reservations (created before `older_than`, of `key_id`), each
+        with a `released` usage record; the number released."""
+
+    async def reclaim(
+        self,
+        *,
+        instance_ids: Sequence[str] = (),
+        lease_cutoff: datetime | None = None,
+        exclude: str | None = None,
+        legacy_before: datetime | None = None,
+        reason: str,
+    ) -> int:
+        """Release the pending reservations of `instance_ids`, of instances whose heartbeat
+        is older than `lease_cutoff` or that stopped (never those of `exclude`), and of no
+        instance made before `legacy_before`, each with a `released` usage record."""
+
+    async def register_instance(self, instance_id: str) -> None: ...
+
+    async def heartbeat(self, instance_id: str) -> None: ...
+
+    async def stop_instance(self, instance_id: str) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise DependencyUnavailable unless the store can be reached."""
 
     async def list_usage(self, *, key_id: str | None = None, limit: int = 100) -> list[UsageRecord]:
         """Newest first."""
@@ -136,6 +166,9 @@ def check_new_key(
     """Reject a new key's settings before anything is written, naming the fix."""
     if not name.strip() or len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"name must be 1 to {MAX_NAME_LENGTH} characters, got {len(name)}")
+    if "\x00" in name:
+        # PostgreSQL cannot store NUL in text; refuse it on every store alike.
+        raise ValueError("name must not contain NUL characters")
     if balance_usd is not None:
         if not balance_usd.is_finite() or balance_usd < 0:
             raise ValueError(f"balance_usd must be >= 0 (or None: unlimited), got {balance_usd}")
@@ -171,7 +204,14 @@ class _Hold:
     images: int
     amount_micros: int
     created_at: datetime
+    instance_id: str | None = None
     state: str = "pending"
+
+
+@dataclass(slots=True)
+class _Instance:
+    heartbeat_at: datetime
+    stopped: bool = False
 
 
 class MemoryStore:
@@ -183,6 +223,7 @@ class MemoryStore:
         self._holds: dict[str, _Hold] = {}
         self._usage: list[UsageRecord] = []
         self._payments: dict[str, tuple[str, int, str | None]] = {}
+        self._instances: dict[str, _Instance] = {}
 
     async def start(self) -> None:
         return None
@@ -254,7 +295,14 @@ class MemoryStore:
         return row.key
 
     async def reserve(
-        self, key_id: str, model: str, images: int, amount_usd: Decimal
+        self,
+        key_id: str,
+        model: str,
+        images: int,
+        amount_usd: Decimal,
+        *,
+        reservation_id: str | None = None,
+        instance_id: str | None = None,
     ) -> Reservation:
         row = self._keys.get(key_id)
         if row is None or row.key.revoked_at is not None:
@@ -263,9 +311,9 @@ class MemoryStore:
         available = None if row.balance_micros is None else row.balance_micros - row.reserved_micros
         if available is not None and available < amount:
             return Reservation(None, from_micros(available))
-        hold_id = str(uuid.uuid4())
+        hold_id = reservation_id or str(uuid.uuid4())
         now = utcnow()
-        self._holds[hold_id] = _Hold(key_id, model, images, amount, now)
+        self._holds[hold_id] = _Hold(key_id, model, images, amount, now, instance_id)
         row.reserved_micros += amount
         row.key = replace(row.key, last_used_at=now)
         self._refresh(row)
@@ -275,15 +323,43 @@ class MemoryStore:
         self, reservation_id: str, outcome: Outcome, timings_ms: Mapping[str, float] | None
     ) -> bool:
         hold = self._holds.get(reservation_id)
+        commit = outcome is Outcome.DELIVERED
+        if hold is not None and hold.state == "reclaimed" and commit:
+            self._commit_reclaimed(reservation_id, hold, timings_ms)
+            return True
         if hold is None or hold.state != "pending":
             return False
-        commit = outcome is Outcome.DELIVERED
         hold.state = "committed" if commit else "released"
         row = self._keys[hold.key_id]
         row.reserved_micros -= hold.amount_micros
         if commit and row.balance_micros is not None:
             row.balance_micros -= hold.amount_micros
         self._refresh(row)
+        self._record(reservation_id, hold, outcome.value, commit, timings_ms)
+        return True
+
+    def _commit_reclaimed(
+        self, reservation_id: str, hold: _Hold, timings_ms: Mapping[str, float] | None
+    ) -> None:
+        hold.state = "committed"
+        row = self._keys[hold.key_id]
+        if row.balance_micros is not None:
+            row.balance_micros -= hold.amount_micros
+        self._refresh(row)
+        self._usage = [u for u in self._usage if u.reservation_id != reservation_id]
+        reason = "delivered after its reservation was reclaimed"
+        self._record(reservation_id, hold, Outcome.DELIVERED.value, True, timings_ms, reason)
+
+    def _record(
+        self,
+        reservation_id: str,
+        hold: _Hold,
+        outcome: str,
+        charged: bool,
+        timings_ms: Mapping[str, float] | None,
+        reason: str | None = None,
+    ) -> None:
+        row = self._keys[hold.key_id]
         self._usage.append(
             UsageRecord(
                 id=len(self._usage) + 1,
@@ -292,29 +368,75 @@ class MemoryStore:
                 key_prefix=row.key.prefix,
                 model=hold.model,
                 images=hold.images,
-                charged_usd=from_micros(hold.amount_micros if commit else 0),
-                outcome=outcome.value,
+                charged_usd=from_micros(hold.amount_micros if charged else 0),
+                outcome=outcome,
                 created_at=utcnow(),
                 timings_ms=dict(timings_ms or {}),
+                reason=reason,
+                reservation_id=reservation_id,
             )
         )
-        return True
 
     async def release_pending(
         self, *, older_than: datetime | None = None, key_id: str | None = None
     ) -> int:
+        def chosen(hold: _Hold) -> bool:
+            return (key_id is None or hold.key_id == key_id) and (
+                older_than is None or hold.created_at < older_than
+            )
+
+        return self._reclaim(chosen, "released by an administrator")
+
+    async def reclaim(
+        self,
+        *,
+        instance_ids: Sequence[str] = (),
+        lease_cutoff: datetime | None = None,
+        exclude: str | None = None,
+        legacy_before: datetime | None = None,
+        reason: str,
+    ) -> int:
+        gone = set(instance_ids)
+        if lease_cutoff is not None:
+            gone |= {
+                id_
+                for id_, instance in self._instances.items()
+                if (instance.stopped or instance.heartbeat_at < lease_cutoff) and id_ != exclude
+            }
+
+        def chosen(hold: _Hold) -> bool:
+            if hold.instance_id is None:
+                return legacy_before is not None and hold.created_at < legacy_before
+            return hold.instance_id in gone
+
+        return self._reclaim(chosen, reason)
+
+    def _reclaim(self, chosen: Callable[[_Hold], bool], reason: str) -> int:
         released = 0
-        for hold in self._holds.values():
-            if hold.state != "pending" or (key_id is not None and hold.key_id != key_id):
+        for hold_id, hold in self._holds.items():
+            if hold.state != "pending" or not chosen(hold):
                 continue
-            if older_than is not None and hold.created_at >= older_than:
-                continue
-            hold.state = "released"
+            hold.state = "reclaimed"
             row = self._keys[hold.key_id]
             row.reserved_micros -= hold.amount_micros
             self._refresh(row)
+            self._record(hold_id, hold, "released", False, None, reason)
             released += 1
         return released
+
+    async def register_instance(self, instance_id: str) -> None:
+        self._instances[instance_id] = _Instance(utcnow())
+
+    async def heartbeat(self, instance_id: str) -> None:
+        if instance_id in self._instances:
+            self._instances[instance_id].heartbeat_at = utcnow()
+
+    async def stop_instance(self, instance_id: str) -> None:
+        if instance_id in self._instances:
+            self._instances[instance_id].stopped = True
+
+    async def ping(self) -> None:
+        return None
 
     async def list_usage(self, *, key_id: str | None = None, limit: int = 100) -> list[UsageRecord]:
         records = [u for u in reversed(self._usage) if key_id is None or u.key_id == key_id]

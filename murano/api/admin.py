@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from murano.accounts.base import Accounts, Principal
 from murano.accounts.management import KeyManager, LimitReporter, LimitStatus
 from murano.accounts.records import AmbiguousKey, ApiKey, KeyNotFound, UsageRecord
+from murano.api.deps import bearer_token
 from murano.errors import Forbidden, InvalidRequest
 
 __all__ = ["CreateKeyRequest", "TopUpRequest", "router"]
@@ -72,7 +73,7 @@ def _accounts(request: Request) -> Accounts:
 
 
 async def _caller(request: Request) -> Principal:
-    return await _accounts(request).authenticate(_bearer(request))
+    return await _accounts(request).authenticate(bearer_token(request))
 
 
 Caller = Annotated[Principal, Depends(_caller)]
@@ -173,11 +174,6 @@ async def usage(
     return {"object": "list", "data": [_usage_json(record) for record in records]}
 
 
-def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
 async def _lookup(find: Callable[[str], Awaitable[ApiKey]], ref: str) -> ApiKey:
     try:
         key = await find(ref)
@@ -236,6 +232,7 @@ def _usage_json(record: UsageRecord) -> dict[str, Any]:
         "images": record.images,
         "chargedUsd": _number(record.charged_usd),
         "outcome": record.outcome,
+        "reason": record.reason,
         "timingsMs": record.timings_ms,
         "createdAt": _iso(record.created_at),
     }

@@ -14,11 +14,13 @@ __all__ = ["CurrentPrincipal", "Service", "bearer_token"]
 
 
 def bearer_token(request: Request) -> str | None:
+    """The key in `Authorization: Bearer KEY`; None without the header. Any other form
+    (a raw key, another scheme) is "" and fails authentication on every endpoint alike."""
     header = request.headers.get("authorization")
-    if not header:
+    if header is None:
         return None
     scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else header
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def _service(request: Request) -> ImageService:

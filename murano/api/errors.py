@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from murano.errors import (
     AuthenticationFailed,
     DeadlineExceeded,
+    DependencyUnavailable,
     Forbidden,
     InferenceFailed,
     InsufficientBalance,
@@ -53,6 +54,7 @@ _STATUS: tuple[tuple[type[MuranoError], int], ...] = (
     (ModelAtCapacity, 503),
     (ModelUnavailable, 503),
     (PaymentServiceUnavailable, 503),
+    (DependencyUnavailable, 503),
     (UpstreamUnavailable, 503),
     (DeadlineExceeded, 504),
 )
@@ -192,8 +194,14 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MuranoError)
     status = status_for(exc)
     await _note_failure(request, status)
+    # Outages are logged once each by whoever watches the dependency, not per request.
     if status >= 500 and not isinstance(
-        exc, ModelAtCapacity | ModelUnavailable | PaymentServiceUnavailable | UpstreamUnavailable
+        exc,
+        ModelAtCapacity
+        | ModelUnavailable
+        | PaymentServiceUnavailable
+        | DependencyUnavailable
+        | UpstreamUnavailable,
     ):
         log.warning("request failed with %d: %s", status, type(exc).__name__)
     return JSONResponse(error_body(exc), status_code=status, headers=exc.headers)
@@ -206,8 +214,30 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     return JSONResponse(detailed_error(message, details, issues), status_code=400)
 
 
+def unreadable_body(cause: BaseException | None) -> str:
+    """What is wrong with a body FastAPI could not parse, from what its parser raised."""
+    if isinstance(cause, UnicodeDecodeError):
+        return "The request body is not valid UTF-8"
+    if isinstance(cause, RecursionError):
+        return "The request body's JSON is nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "The request body holds a number with too many digits"
+    return "The request body could not be parsed as JSON"
+
+
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:
+        # Every 400 is a DetailedError; FastAPI raises this one for bodies it cannot decode.
+        await _note_failure(request, 400)
+        message = (
+            unreadable_body(exc.__cause__)
+            if exc.detail == "There was an error parsing the body" or not exc.detail
+            else str(exc.detail)
+        )
+        issue = {"code": "invalid_body", "path": [], "message": message}
+        body = detailed_error(message, {"_errors": [message]}, [issue])
+        return JSONResponse(body, status_code=400, headers=exc.headers)
     messages = {404: "Not found", 405: "Method not allowed"}
     message = exc.detail if isinstance(exc.detail, str) else messages.get(exc.status_code, "")
     return JSONResponse(

@@ -24,10 +24,18 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 @router.get("/api/v1/readyz", include_in_schema=False)
 async def readyz(request: Request) -> JSONResponse:
+    """200 once the default model is loaded and every service the accounts live in (the
+    database, Redis) answers; 503 otherwise, naming what is down."""
     engine: Engine = request.app.state.engine
-    ready = engine.ready
-    body = {"status": "ready" if ready else "loading", "model": engine.catalog.default_id}
-    return JSONResponse(body, status_code=200 if ready else 503)
+    check = getattr(request.app.state.accounts, "check_dependencies", None)
+    dependencies: dict[str, bool] = await check() if check is not None else {}
+    down = sorted(name for name, up in dependencies.items() if not up)
+    status = "loading" if not engine.ready else "unavailable" if down else "ready"
+    body: dict[str, object] = {"status": status, "model": engine.catalog.default_id}
+    if dependencies:
+        body["dependencies"] = {name: "up" if up else "down" for name, up in dependencies.items()}
+    headers = {"Retry-After": "5"} if down else None
+    return JSONResponse(body, status_code=200 if status == "ready" else 503, headers=headers)
 
 
 @router.get("/metrics")
@@ -37,4 +45,7 @@ async def metrics(request: Request) -> Response:
     engine: Engine = request.app.state.engine
     for entry in engine.catalog:
         registry.queue_depth.labels(entry.id).set(engine.queue_depth(entry.id))
+    dependencies = getattr(request.app.state.accounts, "dependencies", None)
+    if dependencies is not None:
+        registry.watch_dependencies(dependencies.snapshot)
     return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)

@@ -145,23 +145,21 @@ class BodyGuard:
         if length is not None and length.isdigit() and int(length) > limit:
             await self._too_large(send, limit)
             return
-        received = 0
-        too_large = False
-
-        async def guarded_receive() -> Message:
-            nonlocal received, too_large
+        # Read the whole body (at most `max_bytes`) before the app sees it: a chunked body
+        # has no Content-Length, and an error raised from inside FastAPI's body parsing
+        # would become its generic 400.
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    too_large = True
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, guarded_receive, send)
-        except _TooLarge:
-            await self._too_large(send, limit)
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await self._too_large(send, limit)
+                return
+            if not message.get("more_body"):
+                break
+        await self.app(scope, _replay(bytes(body), receive), send)
 
     async def _too_large(self, send: Send, limit: int) -> None:
         limit_kb = max(1, limit // 1024)
@@ -181,8 +179,19 @@ def _compress(body: bytes, encoding: str) -> bytes:
     return gzip.compress(body, compresslevel=5)
 
 
-class _TooLarge(Exception):
-    pass
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the app `body` once, then waits on the real one (for the
+    disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 class Compression:

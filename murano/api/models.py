@@ -89,8 +89,10 @@ def _listed(kind: str, engine: Engine) -> list[dict[str, Any]]:
 
 
 @router.get("/models")
-async def list_models(request: Request, type: str = Query("text")) -> dict[str, Any]:
-    kind = _check_type(type, LIST_TYPES)
+async def list_models(request: Request, type: str | None = Query(None)) -> dict[str, Any]:
+    # Venice lists its text models when no type is given; murano serves only images, so
+    # it lists those (the OpenAI SDK's `client.models.list()` sends no type).
+    kind = _check_type(type or "image", LIST_TYPES)
     engine: Engine = request.app.state.engine
     return {"data": _listed(kind, engine), "object": "list", "type": kind}
 

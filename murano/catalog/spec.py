@@ -4,9 +4,9 @@ Venice uses it), so `/models` can return it as it is."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 __all__ = [
     "Constraints",
@@ -39,9 +39,13 @@ class Constraints(_Spec):
     maxInputImages: int | None = Field(default=None, ge=1)
 
 
+# Venice's schema has prices as JSON numbers; the exact Decimal stays for billing.
+Amount = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+
+
 class Price(_Spec):
-    usd: Decimal
-    diem: Decimal | None = None
+    usd: Amount
+    diem: Amount | None = None
 
 
 class Pricing(_Spec):

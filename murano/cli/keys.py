@@ -24,6 +24,7 @@ from murano.accounts._money import format_usd, parse_usd
 from murano.accounts.records import AmbiguousKey, ApiKey, KeyNotFound
 from murano.accounts.sql import SqlStore, sqlite_url
 from murano.accounts.store import utcnow
+from murano.errors import DependencyUnavailable
 from murano.settings import Settings
 
 __all__ = ["add_store_options", "open_store", "print_table", "register", "run_with_store"]
@@ -86,6 +87,14 @@ def run_with_store(args: argparse.Namespace, action: Action) -> int:
         return asyncio.run(_with_store(args, action))
     except (KeyNotFound, AmbiguousKey, ValueError) as exc:
         print(f"murano {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except DependencyUnavailable as exc:
+        cause = exc.__cause__ or exc
+        reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
+        print(
+            f"murano {args.command}: error: cannot open the {exc.dependency}: {reason}",
+            file=sys.stderr,
+        )
         return 1
     except (OSError, DBAPIError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]

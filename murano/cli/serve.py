@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register"]
+__all__ = ["register", "run_server"]
 
 
 def register(subparsers: Any) -> None:
@@ -77,8 +77,6 @@ def _show_load_progress() -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from murano.app import create_app
 
     settings = _settings_from(args)
@@ -90,6 +88,23 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.playground:
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
         logging.getLogger("murano").info("playground: http://%s:%d/", host, settings.port)
+    run_server(app, settings)
+    return 0
+
+
+def run_server(app: Any, settings: Any) -> None:
+    """Serve `app` with uvicorn behind the edge limits of `settings` (`murano.edge`)."""
+    import uvicorn
+
+    from murano.edge import EdgeLimits, edge_protocol
+
+    limits = EdgeLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=settings.max_connections,
+    )
     uvicorn.run(
         app,
         host=settings.host,
@@ -97,5 +112,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=30,
+        # h11 (not httptools): it bounds the header block; `edge` adds the rest.
+        http=edge_protocol(limits),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_keep_alive=settings.keep_alive_s,
     )
-    return 0

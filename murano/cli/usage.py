@@ -42,7 +42,7 @@ def _row(record: UsageRecord) -> list[str]:
         record.model,
         str(record.images),
         format_usd(record.charged_usd),
-        record.outcome,
+        record.outcome if record.reason is None else f"{record.outcome} ({record.reason})",
         "" if total is None else f"{total:.0f}",
     ]
 

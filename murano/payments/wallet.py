@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 
 from murano.accounts.base import Accounts, Charge, Outcome
 from murano.accounts.ledger import LedgerAccounts, MemoryAccounts
+from murano.accounts.outbox import Settlement
 from murano.accounts.records import ApiKey, KeyNotFound
 from murano.accounts.store import WalletStore
 from murano.errors import AuthenticationFailed
@@ -118,7 +119,8 @@ class AccountsWalletLedger:
 
     async def settle(self, hold: WalletHold, outcome: Outcome) -> Decimal:
         if hold.id:
-            await self.store.settle(hold.id, outcome, None)
+            # Journalled first, like a key's settlement: an outage or a crash loses nothing.
+            await self.accounts.settle_reservation(Settlement(hold.id, outcome))
         wallet = await self.store.find_wallet(hold.address)
         return _ZERO if wallet is None else wallet.balance_usd or _ZERO
 

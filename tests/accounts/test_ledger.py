@@ -77,7 +77,7 @@ async def test_a_short_balance_is_refused_with_venices_402(open_accounts: Accoun
         await accounts.admit(principal, Charge("m", 2, CENT))
     assert refused.value.message == (
         "Insufficient USD or Diem balance to complete request. "
-        "Visit https://venice.ai/settings/api to add credits."
+        "Ask this server's operator to top up your API key."
     )
     # What the key could spend: its balance less the request still in flight.
     assert refused.value.headers[BALANCE_HEADER] == "0.01"
@@ -150,48 +150,6 @@ async def test_two_servers_on_one_database_never_overspend(
     assert len(admitted) == 10
     await asyncio.gather(*(second.settle(a, Outcome.DELIVERED) for a in admitted))
     assert await balance(first, created.key.id) == (Decimal(0), Decimal(0))
-
-
-async def test_start_releases_what_a_crash_left_reserved(
-    open_sql_accounts: AccountsFactory,
-) -> None:
-    crashed = await open_sql_accounts()
-    created, principal = await new_key(crashed, usd="1")
-    orphan = await crashed.admit(principal, Charge("m", 4, CENT))
-    assert await balance(crashed, created.key.id) == (Decimal(1), Decimal("0.04"))
-    restarted = await open_sql_accounts()
-    assert await balance(restarted, created.key.id) == (Decimal(1), Decimal(0))
-    # The crashed process's settle (were it ever to come) finds nothing to commit.
-    await crashed.settle(orphan, Outcome.DELIVERED)
-    assert await balance(restarted, created.key.id) == (Decimal(1), Decimal(0))
-    assert await restarted.list_usage() == []
-
-
-async def test_a_shared_database_reclaims_only_old_reservations(
-    open_sql_accounts: AccountsFactory,
-) -> None:
-    running = await open_sql_accounts(reclaim_after_s=3600)
-    created, principal = await new_key(running, usd="0.02")
-    in_flight = await running.admit(principal, Charge("m", 2, CENT))
-    # A replica starting beside it keeps the running request's reservation...
-    await open_sql_accounts(reclaim_after_s=3600)
-    assert await balance(running, created.key.id) == (Decimal("0.02"), Decimal("0.02"))
-    with pytest.raises(InsufficientBalance):
-        await running.admit(principal, one_image())
-    # ...and the request still commits.
-    await running.settle(in_flight, Outcome.DELIVERED)
-    assert await balance(running, created.key.id) == (Decimal(0), Decimal(0))
-
-
-async def test_a_short_key_reclaims_its_own_stale_reservations(
-    open_accounts: AccountsFactory,
-) -> None:
-    accounts = await open_accounts(reclaim_after_s=0.05)
-    created, principal = await new_key(accounts, usd="0.01")
-    await accounts.admit(principal, one_image())
-    await asyncio.sleep(0.1)
-    assert (await accounts.admit(principal, one_image())).reservation_id is not None
-    assert await balance(accounts, created.key.id) == (Decimal("0.01"), Decimal("0.01"))
 
 
 async def test_prices_finer_than_a_micro_dollar_round_up(open_accounts: AccountsFactory) -> None:

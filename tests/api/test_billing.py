@@ -28,7 +28,7 @@ from tests.conftest import (
 URL = "/api/v1/image/generate"
 INSUFFICIENT = {
     "error": "Insufficient USD or Diem balance to complete request. "
-    "Visit https://venice.ai/settings/api to add credits."
+    "Ask this server's operator to top up your API key."
 }
 
 

@@ -34,9 +34,8 @@ async def test_models_list(client: httpx.AsyncClient) -> None:
         "steps": {"default": 4, "max": 20},
         "widthHeightDivisor": 8,
     }
-    assert spec["pricing"]["generation"] == {"usd": "0.01", "diem": "0.01"} or spec["pricing"][
-        "generation"
-    ] == {"usd": 0.01, "diem": 0.01}
+    # Numbers, as Venice's schema says (not strings).
+    assert spec["pricing"]["generation"] == {"usd": 0.01, "diem": 0.01}
     assert spec["offline"] is False and spec["privacy"] == "private"
     assert spec["resident"] is True and by_id["ratio-model"]["model_spec"]["resident"] is False
     assert by_id["ratio-model"]["model_spec"]["constraints"]["aspectRatios"] == [

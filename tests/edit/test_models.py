@@ -31,7 +31,7 @@ async def test_inpaint_lists_edit_models(client: httpx.AsyncClient) -> None:
     assert spec["constraints"]["combineImages"] is True
     assert spec["constraints"]["maxInputImages"] == 3
     assert spec["constraints"]["aspectRatios"][0] == "auto"
-    assert spec["pricing"] == {"inpaint": {"usd": "0.01", "diem": "0.01"}}
+    assert spec["pricing"] == {"inpaint": {"usd": 0.01, "diem": 0.01}}
     sd = models["test-model"]["model_spec"]
     assert sd["capabilities"] == {"maxInputImages": 1}
     assert sd["constraints"]["combineImages"] is False
@@ -51,7 +51,7 @@ async def test_edit_only_models(tmp_path: Path, parts: FakeEngineParts) -> None:
     async with running(make_settings(tmp_path), fake_engine(parts, catalog=catalog)) as client:
         assert "editor" not in await _models(client, "image")
         inpaint = await _models(client, "inpaint")
-        assert inpaint["editor"]["model_spec"]["pricing"] == {"inpaint": {"usd": "0.04"}}
+        assert inpaint["editor"]["model_spec"]["pricing"] == {"inpaint": {"usd": 0.04}}
         refused = await client.post(
             "/api/v1/image/generate", json={"model": "editor", "prompt": "p"}, headers=AUTH
         )

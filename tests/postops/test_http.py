@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -319,10 +318,7 @@ async def test_models_type_upscale_lists_the_upscalers_with_venice_prices(
     (model,) = listing["data"]
     assert model["id"] == UPSCALER and model["type"] == "upscale"
     prices = model["model_spec"]["pricing"]["upscale"]
-    assert {tier: Decimal(price["usd"]) for tier, price in prices.items()} == {
-        "2x": Decimal("0.02"),
-        "4x": Decimal("0.08"),
-    }
+    assert {tier: price["usd"] for tier, price in prices.items()} == {"2x": 0.02, "4x": 0.08}
     assert "constraints" not in model["model_spec"]
     images = (await client.get("/api/v1/models?type=image")).json()["data"]
     assert [m["id"] for m in images] == ["test-model"]
