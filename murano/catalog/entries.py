@@ -26,6 +26,8 @@ scale = 0.8                        # at lora_strength 50 (or absent); 100 double
 fixed = false                      # true: always at `scale`, fused (speed-up LoRAs)
 [models.model_spec]                # Venice's model_spec field names
 name = "Z-Image Turbo"
+[models.optimize]                  # optional speed settings (murano.catalog.optimize)
+compile = "regional"
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from murano.catalog.families import Family, get_family
+from murano.catalog.optimize import OptimizeSettings
 from murano.catalog.spec import Constraints, ModelSpec, StepsConstraint
 from murano.errors import ModelNotFound
 
@@ -98,6 +101,7 @@ class ModelEntry(BaseModel):
     created: int = 0
     loras: list[LoraEntry] = Field(default_factory=list)
     model_spec: ModelSpec
+    optimize: OptimizeSettings = Field(default_factory=OptimizeSettings)
 
     @property
     def family_info(self) -> Family:
