@@ -116,5 +116,10 @@ class OptimizeSettings(_Settings):
         return self == OptimizeSettings()
 
     def report(self) -> dict[str, Any]:
-        """What `/models` shows as `model_spec.optimizations`: the settings this entry sets."""
-        return self.model_dump(mode="json", exclude_defaults=True)
+        """What `/models` shows as `model_spec.optimizations`: each setting this entry sets,
+        in full (its defaults filled in)."""
+        default = OptimizeSettings()
+        dump = self.model_dump(mode="json", exclude_none=True)
+        return {
+            key: value for key, value in dump.items() if getattr(self, key) != getattr(default, key)
+        }

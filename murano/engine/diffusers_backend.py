@@ -92,7 +92,7 @@ def _component(entry: ModelEntry, name: str, dtype: Any) -> Any:
 
 def _from_weights(entry: ModelEntry, pipeline_cls: Any, dtype: Any, device: str) -> Any:
     token = os.environ.get("HF_TOKEN")
-    quantization = optimize.quantization_config(entry, device, dtype)
+    speed = optimize.load_kwargs(entry, pipeline_cls, device, dtype)
     components = {name: _component(entry, name, dtype) for name in entry.components}
     if is_single_file(entry.source):
         if not entry.family_info.single_file:
@@ -118,7 +118,7 @@ def _from_weights(entry: ModelEntry, pipeline_cls: Any, dtype: Any, device: str)
         torch_dtype=dtype,
         use_safetensors=True,
         token=token,
-        **({"quantization_config": quantization} if quantization is not None else {}),
+        **speed,
         **components,
     )
 

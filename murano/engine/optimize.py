@@ -44,6 +44,7 @@ __all__ = [
     "cache_config",
     "cache_off",
     "denoiser",
+    "load_kwargs",
     "prepare_lora_hotswap",
     "quantization_config",
     "warm_up",
@@ -72,6 +73,20 @@ def _fail(entry: ModelEntry, key: str, why: str) -> OptimizeError:
 
 
 # -- 1. quantize -------------------------------------------------------------------------
+
+
+def load_kwargs(entry: ModelEntry, pipeline_cls: Any, device: str, dtype: Any) -> dict[str, Any]:
+    """Before any weights are read: refuse what this pipeline class or device cannot do (so
+    a bad setting costs no load), and `from_pretrained`'s `quantization_config`."""
+    settings = entry.optimize
+    if settings.cache is not None and "cache_context" not in inspect.getsource(
+        pipeline_cls.__call__
+    ):
+        raise _no_cache(entry, pipeline_cls.__name__)
+    if settings.attention is not None:
+        _check_backend_name(entry, settings.attention, device)
+    quantization = quantization_config(entry, device, dtype)
+    return {} if quantization is None else {"quantization_config": quantization}
 
 
 def quantization_config(entry: ModelEntry, device: str, dtype: Any) -> Any | None:
@@ -210,6 +225,24 @@ def apply(pipe: Any, entry: ModelEntry, device: str) -> None:
 
 def _set_attention(model: Any, entry: ModelEntry, backend: str, device: str) -> None:
     from diffusers.models.attention import AttentionModuleMixin
+
+    _check_backend_name(entry, backend, device)
+    if not any(isinstance(m, AttentionModuleMixin) for m in model.modules()):
+        if backend == "native":
+            return  # what it runs anyway
+        raise _fail(
+            entry,
+            "attention",
+            f"the {entry.family} family's {type(model).__name__} does not route attention"
+            " through diffusers' backends; only 'native' applies",
+        )
+    try:
+        model.set_attention_backend(backend)
+    except (RuntimeError, ValueError, ImportError) as exc:
+        raise _fail(entry, "attention", f"backend {backend!r} is not usable here: {exc}") from exc
+
+
+def _check_backend_name(entry: ModelEntry, backend: str, device: str) -> None:
     from diffusers.models.attention_dispatch import AttentionBackendName
 
     known = sorted(name.value for name in AttentionBackendName)
@@ -228,19 +261,6 @@ def _set_attention(model: Any, entry: ModelEntry, backend: str, device: str) -> 
             f"backend {backend!r} needs a CUDA device; this model runs on {device}"
             f" (on any device: {', '.join(sorted(_PORTABLE_BACKENDS))})",
         )
-    if not any(isinstance(m, AttentionModuleMixin) for m in model.modules()):
-        if backend == "native":
-            return  # what it runs anyway
-        raise _fail(
-            entry,
-            "attention",
-            f"the {entry.family} family's {type(model).__name__} does not route attention"
-            " through diffusers' backends; only 'native' applies",
-        )
-    try:
-        model.set_attention_backend(backend)
-    except (RuntimeError, ValueError, ImportError) as exc:
-        raise _fail(entry, "attention", f"backend {backend!r} is not usable here: {exc}") from exc
 
 
 def _channels_last(pipe: Any) -> None:
@@ -272,12 +292,16 @@ def _check_cache_support(pipe: Any, entry: ModelEntry) -> None:
     model = denoiser(pipe)
     drives = "cache_context" in inspect.getsource(type(pipe).__call__)
     if not hasattr(model, "enable_cache") or not drives:
-        raise _fail(
-            entry,
-            "cache",
-            f"the {entry.family} family's {type(pipe).__name__} does not support diffusers'"
-            " step caching in this diffusers version (families that do: flux, qwen-image)",
-        )
+        raise _no_cache(entry, type(pipe).__name__)
+
+
+def _no_cache(entry: ModelEntry, pipeline_name: str) -> OptimizeError:
+    return _fail(
+        entry,
+        "cache",
+        f"the {entry.family} family's {pipeline_name} does not support diffusers' step"
+        " caching in this diffusers version (families that do: flux, qwen-image)",
+    )
 
 
 def cache_config(pipe: Any, entry: ModelEntry, settings: CacheSettings) -> Any:
