@@ -54,9 +54,7 @@ def test_int8_weight_only_quantization_runs_on_the_cpu(
 ) -> None:
     pytest.importorskip("torchao")
     plain = load_backend(optimized(tiny_models, family))
-    quantized = load_backend(
-        optimized(tiny_models, family, "int8", quantize={component: "int8wo"})
-    )
+    quantized = load_backend(optimized(tiny_models, family, "int8", quantize={component: "int8wo"}))
     loaded.extend([plain, quantized])
     weights = [
         type(m.weight).__name__
