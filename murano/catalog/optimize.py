@@ -30,7 +30,10 @@ __all__ = [
     "WarmupShape",
 ]
 
-QuantizeKind = Literal["float8wo", "int8wo", "nf4"]
+# torchao: float8 weights (`float8wo`, memory), float8 weights and activations (`float8dq`,
+# per row: memory and speed on fp8 tensor cores), int8 weights (`int8wo`, any device);
+# bitsandbytes: 4-bit NF4 weights (`nf4`, CUDA).
+QuantizeKind = Literal["float8wo", "float8dq", "int8wo", "nf4"]
 CacheKind = Literal["first-block", "taylorseer", "magcache", "faster"]
 # The caches whose diffusers config has a `threshold`.
 THRESHOLD_CACHES = ("first-block", "magcache")

@@ -2,7 +2,8 @@
 a loaded diffusers pipeline, with diffusers' own APIs, in this order:
 
 1. quantize       weights, while `from_pretrained` reads them (`quantization_config`:
-                  torchao `float8wo`/`int8wo`, bitsandbytes `nf4`), per component
+                  torchao `float8wo`/`float8dq`/`int8wo`, bitsandbytes `nf4`), per
+                  component
 2. attention      `set_attention_backend` on the denoiser
 3. channels_last  the UNet's and the VAE's convolutions
 4. vae            `enable_tiling` / `enable_slicing`
@@ -47,6 +48,7 @@ __all__ = [
     "load_kwargs",
     "prepare_lora_hotswap",
     "quantization_config",
+    "torchao_config",
     "warm_up",
     "warmup_params",
 ]
@@ -115,19 +117,27 @@ def _component_quant(
     key = f"quantize.{name}"
     if kind == "nf4":
         return _nf4(entry, key, device, dtype, is_diffusers)
-    if kind == "float8wo":
-        _need_fp8_device(entry, key, device)
+    if kind.startswith("float8"):
+        _need_fp8_device(entry, key, device, kind)
     try:
-        ao: Any = importlib.import_module("torchao.quantization")
+        ao_config = torchao_config(kind)
     except ImportError as exc:
         raise _fail(
             entry,
             key,
             f"{kind} needs torchao (pip install 'murano-server[speed]'): {exc}",
         ) from exc
-    ao_config = ao.Float8WeightOnlyConfig() if kind == "float8wo" else ao.Int8WeightOnlyConfig()
-    lib = _library(is_diffusers)
-    return lib.TorchAoConfig(ao_config)
+    return _library(is_diffusers).TorchAoConfig(ao_config)
+
+
+def torchao_config(kind: str) -> Any:
+    """The torchao config of a `quantize` kind (ImportError without torchao)."""
+    ao: Any = importlib.import_module("torchao.quantization")
+    if kind == "float8wo":
+        return ao.Float8WeightOnlyConfig()
+    if kind == "float8dq":
+        return ao.Float8DynamicActivationFloat8WeightConfig(granularity=ao.PerRow())
+    return ao.Int8WeightOnlyConfig()
 
 
 def _nf4(entry: ModelEntry, key: str, device: str, dtype: Any, is_diffusers: bool) -> Any:
@@ -142,19 +152,19 @@ def _nf4(entry: ModelEntry, key: str, device: str, dtype: Any, is_diffusers: boo
     )
 
 
-def _need_fp8_device(entry: ModelEntry, key: str, device: str) -> None:
+def _need_fp8_device(entry: ModelEntry, key: str, device: str, kind: str) -> None:
     import torch
 
     if not device.startswith("cuda"):
         raise _fail(
-            entry, key, f"float8wo needs a CUDA GPU; this model runs on {device} (use int8wo)"
+            entry, key, f"{kind} needs a CUDA GPU; this model runs on {device} (use int8wo)"
         )
     major, minor = torch.cuda.get_device_capability(torch.device(device))
     if (major, minor) < (8, 9):
         raise _fail(
             entry,
             key,
-            f"float8wo needs compute capability 8.9 or newer (Ada, Hopper); {device} has"
+            f"{kind} needs compute capability 8.9 or newer (Ada, Hopper); {device} has"
             f" {major}.{minor} (use int8wo)",
         )
 
