@@ -1,7 +1,9 @@
-"""Regional compilation on one tiny family (FLUX): compiled inside the load by the warm-up,
-the compiled model gives the eager model's image, and neither a repeat request nor a
-`lora_strength` change (0 included) compiles anything again (diffusers' LoRA hotswap
-preparation makes adapter scales values, not code)."""
+"""Compilation. Regional on one tiny family (FLUX, slow: inductor on a CPU takes minutes):
+compiled inside the load by the warm-up, the compiled model gives the eager model's image,
+and neither a repeat request nor a `lora_strength` change (0 included) compiles anything
+again (diffusers' LoRA hotswap preparation makes adapter scales values, not code). Fast:
+`full` and `regional` put torch.compile where they say, and compile nothing before the first
+call when no warm-up is asked for."""
 
 from __future__ import annotations
 
@@ -15,8 +17,6 @@ from murano.engine.tiny.lora import build_tiny_lora
 from tests.families.conftest import TinyModels, pixels, tiny_entry
 from tests.optimize.conftest import params
 
-pytestmark = pytest.mark.slow
-
 
 def graphs() -> int:
     from torch._dynamo.utils import counters
@@ -24,6 +24,8 @@ def graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_regional_compile_warms_at_load_and_lora_strength_never_recompiles(
     tiny_models: TinyModels, tmp_path: Path, loaded: list[DiffusersBackend]
 ) -> None:
@@ -53,10 +55,19 @@ def test_regional_compile_warms_at_load_and_lora_strength_never_recompiles(
     assert graphs() == compiled_at_load
 
 
-def test_compile_full_on_a_unet_family_loads(
-    tiny_models: TinyModels, loaded: list[DiffusersBackend]
+@pytest.mark.parametrize(("family", "mode"), [("sd", "full"), ("z-image", "regional")])
+def test_compile_is_applied_at_load_and_compiles_lazily_without_warmup(
+    tiny_models: TinyModels, loaded: list[DiffusersBackend], family: str, mode: str
 ) -> None:
-    model = tiny_entry("sd", tiny_models.path("sd"), "full", optimize={"compile": "full"})
+    from murano.engine.optimize import denoiser
+
+    model = tiny_entry(family, tiny_models.path(family), "c", optimize={"compile": mode})
+    before = graphs()
     backend = load_backend(model)
     loaded.append(backend)
-    assert backend.generate([params(model)])[0][0].size == (64, 64)
+    compiled = [
+        m for m in denoiser(backend.pipeline).modules() if m._compiled_call_impl is not None
+    ]
+    # Full: the denoiser itself; regional: each repeated block, and not the denoiser.
+    assert compiled and (compiled[0] is denoiser(backend.pipeline)) == (mode == "full")
+    assert graphs() == before  # nothing compiled yet: no warm-up asked for
