@@ -26,8 +26,6 @@ scale = 0.8                        # at lora_strength 50 (or absent); 100 double
 fixed = false                      # true: always at `scale`, fused (speed-up LoRAs)
 [models.model_spec]                # Venice's model_spec field names
 name = "Z-Image Turbo"
-[models.optimize]                  # optional speed settings (murano.catalog.optimize)
-compile = "regional"
 """
 
 from __future__ import annotations
@@ -101,6 +99,7 @@ class ModelEntry(BaseModel):
     created: int = 0
     loras: list[LoraEntry] = Field(default_factory=list)
     model_spec: ModelSpec
+    # `[models.optimize]`: speed settings applied at load (murano.catalog.optimize).
     optimize: OptimizeSettings = Field(default_factory=OptimizeSettings)
 
     @property
