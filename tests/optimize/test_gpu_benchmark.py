@@ -36,6 +36,7 @@ def test_full_size_shapes_have_the_published_parameter_counts(shape: gpu.Shape) 
 
 @pytest.mark.slow
 @pytest.mark.e2e
+@pytest.mark.timeout(900)
 def test_smoke_run_writes_the_report(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--smoke", "--out", str(tmp_path)],
