@@ -4,6 +4,8 @@ the load with an error naming the setting."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -162,3 +164,16 @@ def test_warmup_also_runs_without_the_cache_where_requests_may_turn_it_off(
         warmup=[{"width": 64, "height": 64}],
     )
     assert [p.step_cache for p in warmup_params(entry)] == [True, False]
+
+
+def test_quantizing_a_single_file_source_is_refused_before_reading_it(tmp_path: Path) -> None:
+    from murano.catalog.entries import build_entry
+
+    missing = tmp_path / "never-read.safetensors"
+    model = build_entry(
+        {"id": "one-file", "source": str(missing), "device": "cpu",
+         "optimize": {"quantize": {"unet": "int8wo"}}},
+        family="sd",
+    )  # fmt: skip
+    with pytest.raises(OptimizeError, match=r"optimize\.quantize: works on diffusers-format"):
+        load_backend(model)
