@@ -210,14 +210,14 @@ def build_tiny(data_dir: Path) -> Path:
     return Path(build_default_model(Settings(data_dir=data_dir).default_model_dir))
 
 
-def load_pipeline(model_dir: Path) -> Any:
-    """The pipeline loaded as murano's diffusers backend loads it on a CPU."""
+def load_pipeline(model_dir: Path, device: str = "cpu") -> Any:
+    """The pipeline loaded as murano's diffusers backend loads it: float32 on a CPU,
+    bfloat16 on a GPU."""
     import torch
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(
-        str(model_dir), dtype=torch.float32, use_safetensors=True
-    )
-    pipe.to("cpu")
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    pipe = DiffusionPipeline.from_pretrained(str(model_dir), dtype=dtype, use_safetensors=True)
+    pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe

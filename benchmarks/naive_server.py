@@ -44,14 +44,14 @@ class GenerateRequest(BaseModel):
     seed: int = 0
 
 
-def create_app(model_dir: Path, handler: str = "device-thread") -> FastAPI:
+def create_app(model_dir: Path, handler: str = "device-thread", device: str = "cpu") -> FastAPI:
     import torch
     from _models import load_pipeline
     from PIL.Image import Image
 
     from murano.imaging.encode import encode
 
-    pipe = load_pipeline(model_dir)
+    pipe = load_pipeline(model_dir, device)
     lock = threading.Lock()
     app = FastAPI()
 
@@ -100,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--handler", choices=HANDLERS, default=HANDLERS[0])
+    parser.add_argument("--device", default="cpu", help="cpu (float32) or cuda (bfloat16)")
     args = parser.parse_args(argv)
-    app = create_app(args.model_dir, args.handler)
+    app = create_app(args.model_dir, args.handler, args.device)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
     return 0
 

@@ -36,6 +36,10 @@ def model_response(entry: ModelEntry, engine: Engine) -> dict[str, Any]:
     # murano's own keys: what the operator can see of the model's memory state.
     spec["resident"] = status.state is LoadState.RESIDENT
     spec["loadState"] = status.state.value
+    if status.state is LoadState.FAILED:
+        spec["loadError"] = status.error
+    # The entry's speed settings (`[models.optimize]`), applied at load.
+    spec["optimizations"] = entry.optimize.report()
     return {
         "created": entry.created,
         "id": entry.id,

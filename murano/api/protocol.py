@@ -56,6 +56,8 @@ class GenerateImageRequest(_Strict):
     enable_web_search: StrictBool | None = None
     enhance_prompt: StrictBool | None = None
     disable_prompt_optimization_thinking: StrictBool | None = None
+    # murano's own: false runs the model without its step cache (where the operator allows).
+    step_cache: StrictBool | None = None
     # Deprecated by Venice (disabled 2025-05-19): accepted by the schema, refused with a 400.
     inpaint: Any = None
 

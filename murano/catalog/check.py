@@ -95,6 +95,8 @@ class GenerationParams:
     # img2img / inpainting: how far from the input the result may go (0–1); on an
     # upscaler, the creativity pass's strength (0: none).
     strength: float | None = None
+    # False: run without the model's step cache (a request's `step_cache`, where allowed).
+    step_cache: bool = True
 
     @property
     def is_edit(self) -> bool:
@@ -176,11 +178,28 @@ def check(
         images=request.variants or 1,
         lora_strength=request.lora_strength,
         resolution=resolution,
+        step_cache=_step_cache(entry, getattr(request, "step_cache", None)),
     )
 
 
 def _default_cfg(entry: ModelEntry) -> float:
     return entry.family_info.default_cfg if entry.cfg_scale is None else entry.cfg_scale
+
+
+def _step_cache(entry: ModelEntry, asked: bool | None) -> bool:
+    """murano's `step_cache` field: false turns the model's step cache off for this request,
+    only where its entry allows it (`cache.allow_request_off`); true or absent is the model's
+    own setting."""
+    cache = entry.optimize.cache
+    if asked is not False or cache is None:
+        return True
+    if not cache.allow_request_off:
+        raise UnsupportedFeature(
+            "step_cache",
+            entry.id,
+            f"Model '{entry.id}' does not allow turning its step cache off per request.",
+        )
+    return False
 
 
 def _check_features(entry: ModelEntry, request: ImageRequest) -> None:

@@ -55,6 +55,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from murano.catalog.families import UPSTREAM_FAMILIES, Family, get_family
+from murano.catalog.optimize import OptimizeSettings
 from murano.catalog.spec import Constraints, ModelSpec, StepsConstraint
 from murano.errors import ModelNotFound
 
@@ -157,6 +158,8 @@ class ModelEntry(BaseModel):
     created: int = 0
     loras: list[LoraEntry] = Field(default_factory=list)
     model_spec: ModelSpec
+    # `[models.optimize]`: speed settings applied at load (murano.catalog.optimize).
+    optimize: OptimizeSettings = Field(default_factory=OptimizeSettings)
 
     @model_validator(mode="after")
     def _source_or_upstream(self) -> ModelEntry:

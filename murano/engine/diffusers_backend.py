@@ -6,7 +6,8 @@ Loading, in order: the entry's `components` (a text encoder or VAE from elsewher
 weights (hub cache, `revision` pin, `HF_TOKEN`, safetensors only; single files take their
 component configs from the entry's `config`, a diffusers-format directory or repo of the
 same family), the entry's scheduler if it names one, its LoRAs, the family adapter's
-`prepare`, then the device (or model CPU offload on cuda).
+`prepare`, then the device (or model CPU offload on cuda), then the entry's speed settings
+and warm-up (`murano.engine.optimize`, which also quantizes while the weights load).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from PIL.Image import Image
 
 from murano.catalog.check import GenerationParams
 from murano.catalog.entries import ModelEntry
+from murano.engine import optimize
 from murano.engine.families import Adapter, adapter_for
 from murano.engine.families.base import expand
 from murano.engine.lora import LoraScaler, load_loras
@@ -89,8 +91,9 @@ def _component(entry: ModelEntry, name: str, dtype: Any) -> Any:
     return cls.from_pretrained(spec.source, **kwargs)
 
 
-def _from_weights(entry: ModelEntry, pipeline_cls: Any, dtype: Any) -> Any:
+def _from_weights(entry: ModelEntry, pipeline_cls: Any, dtype: Any, device: str) -> Any:
     token = os.environ.get("HF_TOKEN")
+    speed = optimize.load_kwargs(entry, pipeline_cls, device, dtype)
     components = {name: _component(entry, name, dtype) for name in entry.components}
     if is_single_file(entry.source):
         if not entry.family_info.single_file:
@@ -116,6 +119,7 @@ def _from_weights(entry: ModelEntry, pipeline_cls: Any, dtype: Any) -> Any:
         torch_dtype=dtype,
         use_safetensors=True,
         token=token,
+        **speed,
         **components,
     )
 
@@ -139,8 +143,9 @@ def load_pipeline(entry: ModelEntry, adapter: Adapter, device: str) -> Any:
     import diffusers
 
     dtype = _dtype(entry.dtype, entry.family_info.default_dtype, device)
-    pipe = _from_weights(entry, getattr(diffusers, adapter.pipeline_class), dtype)
+    pipe = _from_weights(entry, getattr(diffusers, adapter.pipeline_class), dtype, device)
     _set_scheduler(pipe, entry)
+    optimize.prepare_lora_hotswap(pipe, entry)
     load_loras(pipe, entry)
     adapter.prepare(pipe)
     if entry.cpu_offload and device.startswith("cuda"):
@@ -148,6 +153,7 @@ def load_pipeline(entry: ModelEntry, adapter: Adapter, device: str) -> Any:
     else:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    optimize.apply(pipe, entry, device)
     return pipe
 
 
@@ -216,7 +222,10 @@ class DiffusersBackend:
         if head.is_edit:
             self.adapter.edit_kwargs(batch, kwargs)
             kwargs = _accepted(pipe, kwargs)
-        with torch.inference_mode():
+        with (
+            torch.inference_mode(),
+            optimize.cache_off(self.pipeline, self.entry, not head.step_cache),
+        ):
             output = pipe(**kwargs, generator=generators, output_type="pil")
         images: list[Image] = list(output.images)
         if len(images) != len(seeds):
@@ -249,4 +258,6 @@ def _accepted(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
 def load_backend(entry: ModelEntry) -> DiffusersBackend:
     adapter = adapter_for(entry.family)
     device = resolve_device(entry.device)
-    return DiffusersBackend(entry, load_pipeline(entry, adapter, device), adapter, device)
+    backend = DiffusersBackend(entry, load_pipeline(entry, adapter, device), adapter, device)
+    optimize.warm_up(backend, entry)
+    return backend

@@ -111,12 +111,15 @@ class LoraScaler:
         self._entry = entry
         self._names = adapter_names(entry)
         self._current: int | None = None
+        # A compiled model keeps its LoRA layers at strength 0 (scale 0 adds exactly
+        # nothing): bypassing them would change the graph and recompile.
+        self._keep_layers = entry.optimize.compile is not None
 
     def apply(self, pipeline: Any, strength: int | None) -> None:
         chosen = effective_strength(self._entry, strength)
         if chosen is None or chosen == self._current:
             return
-        if chosen == 0:
+        if chosen == 0 and not self._keep_layers:
             # Bypassing the LoRA layers gives the base model's output exactly.
             pipeline.disable_lora()
         else:

@@ -67,4 +67,5 @@ def batch_key(entry: ModelEntry, params: GenerationParams) -> tuple[Hashable, ..
     that differ only in an unused field still share a call."""
     strength = effective_strength(entry, params.lora_strength)
     normalized = dataclasses.replace(params, lora_strength=strength)
-    return adapter_for(entry.family).batch_key(normalized)
+    # A call runs with or without the step cache as a whole (`step_cache: false`).
+    return (*adapter_for(entry.family).batch_key(normalized), params.step_cache)
