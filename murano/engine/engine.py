@@ -217,10 +217,12 @@ class Engine:
     def _track(self, job: GenerationJob) -> None:
         self._jobs.add(job)
         self._idle.clear()
+        self.metrics.jobs_in_flight.set(len(self._jobs))
         job.add_listener(_StateTimer(job, self.metrics, self._ended))
 
     def _ended(self, job: GenerationJob) -> None:
         self._jobs.discard(job)
+        self.metrics.jobs_in_flight.set(len(self._jobs))
         if not self._jobs:
             self._idle.set()
 
