@@ -317,3 +317,58 @@ async def test_timings_and_metrics_come_from_the_stamps(client: httpx.AsyncClien
     metrics = (await client.get("/metrics")).text
     for state in ("queued", "running", "postprocessing", "sending"):
         assert f'murano_job_seconds_count{{model="test-model",state="{state}"}} 1.0' in metrics
+
+
+async def test_drain_cancels_what_it_cannot_finish_and_refuses_new_work(
+    billing: Billing,
+) -> None:
+    app = billing.client.app  # type: ignore[attr-defined]
+    engine = app.state.engine
+    jobs = Jobs(engine)
+    backend = billing.parts.backends["test-model"]
+    backend.gate = threading.Event()
+    key = await billing.key("1")
+    request = asyncio.create_task(billing.client.post(URL, json=body(), headers=key))
+    job = await jobs.reach(JobState.RUNNING)
+    await engine.drain(0)
+    response = await request
+    backend.gate.set()
+    assert response.status_code == 503
+    assert response.json() == {"error": "The server is shutting down. Please try again shortly."}
+    assert response.headers["retry-after"] == "30"
+    await _untouched(billing, key, job)
+    assert (await billing.client.get("/readyz")).json()["status"] == "draining"
+    late = await billing.client.post(URL, json=body(), headers=key)
+    assert late.status_code == 503 and "retry-after" in late.headers
+    assert len(jobs.seen) == 1  # refused before a job (or a reservation) was made
+
+
+async def test_a_full_queue_refuses_before_reserving(
+    db: Database,  # noqa: F811
+    tmp_path: Path,
+    parts: FakeEngineParts,
+) -> None:
+    from murano.engine.scheduler import SchedulerConfig
+
+    engine = fake_engine(parts, config=SchedulerConfig(max_queue=1))
+    accounts = db.accounts(default_rpm=1000, failure_budget=1000)
+    async with running(make_settings(tmp_path), engine, accounts) as client:
+        billing = Billing(client, accounts, parts)
+        jobs = Jobs(engine)
+        backend = parts.backends["test-model"]
+        backend.gate = threading.Event()
+        other = await billing.key(None)
+        busy = asyncio.create_task(client.post(URL, json=body(seed=1), headers=other))
+        await jobs.reach(JobState.RUNNING, 0)
+        queued = asyncio.create_task(client.post(URL, json=body(seed=2), headers=other))
+        await jobs.reach(JobState.QUEUED, 1)
+        key = await billing.key("1")
+        refused = await client.post(URL, json=body(seed=3), headers=key)
+        assert refused.status_code == 503
+        assert refused.json() == {"error": "The model is at capacity. Please try again later."}
+        assert "retry-after" in refused.headers
+        backend.gate.set()
+        assert [(await t).status_code for t in (busy, queued)] == [200, 200]
+        principal = await accounts.authenticate(key["Authorization"].split()[1])
+        assert await accounts.list_usage(key_id=principal.key_id) == []
+        assert await billing.balance(key) == Decimal("1")
