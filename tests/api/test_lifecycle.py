@@ -244,6 +244,14 @@ async def test_a_batch_goes_on_while_one_of_its_jobs_remains(billing: Billing) -
     jobs = Jobs(app.state.engine)
     backend = billing.parts.backends["test-model"]
     backend.gate = threading.Event()
+    in_step, proceed = threading.Event(), threading.Event()
+
+    def hold_second_batch(step: int, steps: int) -> None:
+        if len(backend.batches) == 2 and step == 1:
+            in_step.set()
+            proceed.wait(timeout=30)
+
+    backend.step_hook = hold_second_batch
     other = await billing.key(None)
     first = asyncio.create_task(billing.client.post(URL, json=body(seed=1), headers=other))
     await jobs.reach(JobState.RUNNING, 0)
@@ -251,12 +259,15 @@ async def test_a_batch_goes_on_while_one_of_its_jobs_remains(billing: Billing) -
     staying = asyncio.create_task(billing.client.post(URL, json=body(seed=5), headers=other))
     leaving = Connection(app, body(seed=6), key)
     task = asyncio.create_task(leaving.run())
+    await jobs.reach(JobState.QUEUED, 2)
     await jobs.reach(JobState.QUEUED, 1)
-    gone = await jobs.reach(JobState.QUEUED, 2)
     backend.gate.set()
-    await jobs.reach(JobState.RUNNING, 2)
+    await asyncio.to_thread(in_step.wait, 30)
+    assert len(backend.batches[1]) == 2  # both queued jobs share the second batch
+    gone = next(job for job in jobs.seen if job.params.seed == 6)
     leaving.disconnect()
     await task
+    proceed.set()
     assert (await first).status_code == 200
     assert (await staying).status_code == 200
     assert backend.steps_run == [4, 4]  # the second batch ran to the end, for one job
