@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 from starlette.requests import Request
@@ -45,6 +46,14 @@ class Settlement(Protocol):
         it ended (the job's final state), for the access log."""
 
 
+_current: ContextVar[Delivery | None] = ContextVar("murano_delivery", default=None)
+
+
+async def _never() -> Message:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
 class Delivery:
     """One request's connection and the settlements waiting on its response."""
 
@@ -57,6 +66,12 @@ class Delivery:
         self.delivered = False
         self._settlements: list[Settlement] = []
         self._watcher: asyncio.Task[None] | None = None
+
+    @classmethod
+    def current(cls) -> Delivery:
+        """The delivery of the request being handled (set by `DeliveryGuard`); outside a
+        guarded request, a detached one that never reports a disconnect."""
+        return _current.get() or cls(_never, guarded=False)
 
     @classmethod
     def of(cls, request: Request) -> Delivery:
@@ -124,6 +139,7 @@ class DeliveryGuard:
         delivery = Delivery(receive)
         state = scope.setdefault("state", {})
         state["delivery"] = delivery
+        token = _current.set(delivery)
         replaced = False
 
         async def guarded_send(message: Message) -> None:
@@ -155,6 +171,7 @@ class DeliveryGuard:
         try:
             await self.app(scope, receive, guarded_send)
         finally:
+            _current.reset(token)
             ended = await delivery.close()
             if ended:
                 state.setdefault("log_fields", {})["job_state"] = ",".join(ended)

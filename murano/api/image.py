@@ -8,8 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from murano.accounts.base import Principal
-from murano.api.delivery import Delivery
-from murano.api.deps import Connection, CurrentPrincipal, Service
+from murano.api.deps import CurrentPrincipal, Service
 from murano.api.protocol import OPENAI_SIZES, GenerateImageRequest, OpenAIImageRequest
 from murano.api.serving import Generated, ImageService, OutputRequest
 from murano.catalog.check import MAX_SIDE, GenerationParams
@@ -39,14 +38,13 @@ async def _generate(
     params: GenerationParams,
     output: OutputRequest,
     *,
-    delivery: Delivery,
     received: float,
     endpoint: str,
 ) -> Generated:
     """Both endpoints' common path: log fields, generate, log the timings."""
     _log(request, params, None)
     generated = await service.generate(
-        principal, params, output, delivery=delivery, received=received, endpoint=endpoint
+        principal, params, output, received=received, endpoint=endpoint
     )
     _log(request, params, generated)
     return generated
@@ -58,7 +56,6 @@ async def generate_image(
     request: Request,
     principal: CurrentPrincipal,
     service: Service,
-    delivery: Connection,
 ) -> Response:
     received = time.monotonic()
     if body.inpaint is not None:
@@ -85,7 +82,6 @@ async def generate_image(
         service,
         params,
         output,
-        delivery=delivery,
         received=received,
         endpoint="image/generate",
     )
@@ -125,7 +121,6 @@ async def openai_generations(
     request: Request,
     principal: CurrentPrincipal,
     service: Service,
-    delivery: Connection,
 ) -> Response:
     received = time.monotonic()
     model = body.model if body.model in service.catalog else service.catalog.default_id
@@ -152,7 +147,6 @@ async def openai_generations(
         service,
         params,
         output,
-        delivery=delivery,
         received=received,
         endpoint="images/generations",
     )

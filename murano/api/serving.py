@@ -119,14 +119,18 @@ class ImageService:
         params: GenerationParams,
         output: OutputRequest,
         *,
-        delivery: Delivery,
         endpoint: str,
+        delivery: Delivery | None = None,
         received: float | None = None,
         preview_every: int = 0,
         on_job: Callable[[GenerationJob], None] | None = None,
+        is_disconnected: Callable[[], Awaitable[bool]] | None = None,
     ) -> Generated:
-        """Generate for `principal`. The result's settlement waits on `delivery` (see
-        `murano.api.delivery`); `on_job` sees the job once it is queued."""
+        """Generate for `principal`. The result's settlement waits on `delivery` (by
+        default the current request's, see `murano.api.delivery`), which also watches the
+        connection (`is_disconnected` is accepted for older callers and not needed); `on_job`
+        sees the job once it is queued."""
+        delivery = delivery or Delivery.current()
         received = time.monotonic() if received is None else received
         entry = self.catalog.get(params.model_id)
         price = entry.model_spec.pricing.unit_price(params.resolution)
