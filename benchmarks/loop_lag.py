@@ -121,7 +121,9 @@ def _measure(source: Path, args: argparse.Namespace, log: Any) -> dict[str, floa
                 t.join()
             elapsed = time.monotonic() - began
         finally:
-            process.send_signal(signal.SIGTERM)
+            # SIGINT: uvicorn re-raises it as KeyboardInterrupt after shutdown, so the probe
+            # writes its numbers (a re-raised SIGTERM would kill the process first).
+            process.send_signal(signal.SIGINT)
             process.wait(timeout=120)
         lags = json.loads(out.read_text())
     images = args.clients * args.requests * args.variants
