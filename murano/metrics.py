@@ -51,6 +51,16 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.job_seconds = Histogram(
+            "murano_job_seconds",
+            "Time jobs spend in each state (queued, loading, running, postprocessing, sending)",
+            ["model", "state"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.jobs_in_flight = Gauge(
+            "murano_jobs_in_flight", "Jobs queued, loading, running or being sent", registry=r
+        )
         self.responses = Counter(
             "murano_responses",
             "HTTP responses by route and status",

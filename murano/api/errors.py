@@ -30,6 +30,7 @@ from murano.errors import (
     PaymentRequired,
     PaymentServiceUnavailable,
     RateLimited,
+    ShuttingDown,
     UnsupportedMediaType,
     UpstreamRejected,
     UpstreamUnavailable,
@@ -53,6 +54,7 @@ _STATUS: tuple[tuple[type[MuranoError], int], ...] = (
     (InferenceFailed, 500),
     (ModelAtCapacity, 503),
     (ModelUnavailable, 503),
+    (ShuttingDown, 503),
     (PaymentServiceUnavailable, 503),
     (DependencyUnavailable, 503),
     (UpstreamUnavailable, 503),
@@ -201,7 +203,8 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
         | ModelUnavailable
         | PaymentServiceUnavailable
         | DependencyUnavailable
-        | UpstreamUnavailable,
+        | UpstreamUnavailable
+        | ShuttingDown,
     ):
         log.warning("request failed with %d: %s", status, type(exc).__name__)
     return JSONResponse(error_body(exc), status_code=status, headers=exc.headers)

@@ -30,7 +30,10 @@ async def readyz(request: Request) -> JSONResponse:
     check = getattr(request.app.state.accounts, "check_dependencies", None)
     dependencies: dict[str, bool] = await check() if check is not None else {}
     down = sorted(name for name, up in dependencies.items() if not up)
-    status = "loading" if not engine.ready else "unavailable" if down else "ready"
+    if engine.draining:
+        status = "draining"
+    else:
+        status = "loading" if not engine.ready else "unavailable" if down else "ready"
     body: dict[str, object] = {"status": status, "model": engine.catalog.default_id}
     if dependencies:
         body["dependencies"] = {name: "up" if up else "down" for name, up in dependencies.items()}

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
 from murano.accounts.base import Principal
 from murano.api.deps import CurrentPrincipal, Service
@@ -47,12 +45,7 @@ async def _generate(
     """Both endpoints' common path: log fields, generate, log the timings."""
     _log(request, params, None)
     generated = await service.generate(
-        principal,
-        params,
-        output,
-        received=received,
-        is_disconnected=request.is_disconnected,
-        endpoint=endpoint,
+        principal, params, output, received=received, endpoint=endpoint
     )
     _log(request, params, generated)
     return generated
@@ -60,7 +53,10 @@ async def _generate(
 
 @router.post("/image/generate", response_model=None)
 async def generate_image(
-    body: GenerateImageRequest, request: Request, principal: CurrentPrincipal, service: Service
+    body: GenerateImageRequest,
+    request: Request,
+    principal: CurrentPrincipal,
+    service: Service,
 ) -> Response:
     received = time.monotonic()
     if body.inpaint is not None:
@@ -79,9 +75,16 @@ async def generate_image(
         embed_metadata=body.embed_exif_metadata,
         style_preset=body.style_preset,
         binary=body.return_binary,
+        as_base64=not body.return_binary,
     )
     generated = await _generate(
-        request, principal, service, params, output, received=received, endpoint="image/generate"
+        request,
+        principal,
+        service,
+        params,
+        output,
+        received=received,
+        endpoint="image/generate",
     )
     if body.return_binary:
         data = generated.rendered.images[0]
@@ -90,11 +93,11 @@ async def generate_image(
     echo = _echo(body, params)
     content = {
         "id": f"generate-image-{request.state.request_id}",
-        "images": [base64.b64encode(img).decode() for img in generated.rendered.images],
+        "images": generated.rendered.base64_images(),
         "timing": generated.timings.as_venice(),
         "request": {"success": True, "data": echo},
     }
-    return JSONResponse(content, headers=generated.headers)
+    return await service.json_response(content, headers=generated.headers)
 
 
 def _echo(body: GenerateImageRequest, params: GenerationParams) -> dict[str, Any]:
@@ -115,7 +118,10 @@ def _echo(body: GenerateImageRequest, params: GenerationParams) -> dict[str, Any
 
 @router.post("/images/generations", response_model=None)
 async def openai_generations(
-    body: OpenAIImageRequest, request: Request, principal: CurrentPrincipal, service: Service
+    body: OpenAIImageRequest,
+    request: Request,
+    principal: CurrentPrincipal,
+    service: Service,
 ) -> Response:
     received = time.monotonic()
     model = body.model if body.model in service.catalog else service.catalog.default_id
@@ -139,6 +145,7 @@ async def openai_generations(
         safe_mode=body.moderation != "low",
         hide_watermark=False,
         embed_metadata=False,
+        as_base64=True,
     )
     generated = await _generate(
         request,
@@ -150,14 +157,14 @@ async def openai_generations(
         endpoint="images/generations",
     )
     image = generated.rendered.images[0]
-    b64 = base64.b64encode(image).decode()
+    b64 = generated.rendered.base64_images()[0]
     if body.response_format == "url":
         mime = MIME_TYPES[sniff_format(image) or body.output_format]
         item = {"url": f"data:{mime};base64,{b64}"}
     else:
         item = {"b64_json": b64}
     content = {"created": int(time.time()), "data": [item]}
-    return JSONResponse(content, headers=generated.headers)
+    return await service.json_response(content, headers=generated.headers)
 
 
 @router.get("/image/styles")

@@ -3,6 +3,7 @@ with each model's live state (offline when it failed to load, resident or not)."
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -38,8 +39,9 @@ def model_response(entry: ModelEntry, engine: Engine) -> dict[str, Any]:
     spec["loadState"] = status.state.value
     if status.state is LoadState.FAILED:
         spec["loadError"] = status.error
-    # The entry's speed settings (`[models.optimize]`), applied at load.
-    spec["optimizations"] = entry.optimize.report()
+        spec["nextLoadAttempt"] = (
+            datetime.fromtimestamp(status.retry_at_unix, UTC).isoformat().replace("+00:00", "Z")
+        )
     return {
         "created": entry.created,
         "id": entry.id,

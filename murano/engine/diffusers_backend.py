@@ -24,6 +24,7 @@ from PIL.Image import Image
 from murano.catalog.check import GenerationParams
 from murano.catalog.entries import ModelEntry
 from murano.engine import optimize
+from murano.engine.backend import StepControl
 from murano.engine.families import Adapter, adapter_for
 from murano.engine.families.base import expand
 from murano.engine.lora import LoraScaler, load_loras
@@ -202,7 +203,7 @@ class DiffusersBackend:
         return derived
 
     def generate(
-        self, batch: Sequence[GenerationParams], control: object | None = None
+        self, batch: Sequence[GenerationParams], control: StepControl | None = None
     ) -> list[list[Image]]:
         import torch
 
@@ -222,6 +223,9 @@ class DiffusersBackend:
         if head.is_edit:
             self.adapter.edit_kwargs(batch, kwargs)
             kwargs = _accepted(pipe, kwargs)
+        if control is not None and _takes_step_callback(pipe):
+            kwargs["callback_on_step_end"] = _StepCallback(control, kwargs)
+            kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
         with (
             torch.inference_mode(),
             optimize.cache_off(self.pipeline, self.entry, not head.step_cache),
@@ -248,6 +252,14 @@ class DiffusersBackend:
             torch.cuda.empty_cache()
 
 
+def load_backend(entry: ModelEntry) -> DiffusersBackend:
+    adapter = adapter_for(entry.family)
+    device = resolve_device(entry.device)
+    backend = DiffusersBackend(entry, load_pipeline(entry, adapter, device), adapter, device)
+    optimize.warm_up(backend, entry)
+    return backend
+
+
 def _accepted(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """`kwargs` without the arguments `pipe` does not name (Stable Diffusion's
     image-to-image takes no width or height: its input image sets the size)."""
@@ -255,9 +267,42 @@ def _accepted(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in kwargs.items() if name in named}
 
 
-def load_backend(entry: ModelEntry) -> DiffusersBackend:
-    adapter = adapter_for(entry.family)
-    device = resolve_device(entry.device)
-    backend = DiffusersBackend(entry, load_pipeline(entry, adapter, device), adapter, device)
-    optimize.warm_up(backend, entry)
-    return backend
+def _takes_step_callback(pipe: Any) -> bool:
+    return "callback_on_step_end" in inspect.signature(pipe.__call__).parameters
+
+
+class _StepCallback:
+    """diffusers' `callback_on_step_end`: reports each step to the scheduler's
+    `StepControl`, and sets the pipeline's interrupt flag when it says stop (the pipeline
+    then skips its remaining steps)."""
+
+    def __init__(self, control: StepControl, call_kwargs: dict[str, Any]) -> None:
+        self.control = control
+        self.steps = int(call_kwargs.get("num_inference_steps", 0))
+
+    def __call__(
+        self, pipe: Any, step_index: int, _timestep: Any, tensors: dict[str, Any]
+    ) -> dict[str, Any]:
+        latents = tensors.get("latents")
+        steps = self.steps or int(getattr(pipe, "num_timesteps", 0))
+        preview = (lambda: _decode_preview(pipe, latents)) if latents is not None else None
+        if not self.control.on_step(step_index + 1, steps, preview):
+            pipe._interrupt = True
+        return tensors
+
+
+def _decode_preview(pipe: Any, latents: Any) -> list[Image]:
+    """The batch's current images, decoded from its latents with the pipeline's VAE where
+    they have the VAE's own layout (SD-style 4-d latents); nothing otherwise."""
+    import torch
+
+    vae = getattr(pipe, "vae", None)
+    processor = getattr(pipe, "image_processor", None)
+    if vae is None or processor is None or latents.ndim != 4:
+        return []
+    scale = getattr(vae.config, "scaling_factor", 1.0) or 1.0
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    with torch.inference_mode():
+        decoded = vae.decode(latents.to(vae.dtype) / scale + shift, return_dict=False)[0]
+    images: list[Image] = processor.postprocess(decoded, output_type="pil")
+    return images

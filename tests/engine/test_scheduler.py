@@ -13,7 +13,7 @@ from PIL.Image import Image
 
 from murano.catalog.check import GenerationParams
 from murano.engine.engine import Engine
-from murano.engine.job import GenerationJob
+from murano.engine.job import GenerationJob, JobState
 from murano.engine.scheduler import SchedulerConfig
 from murano.errors import DeadlineExceeded, InferenceFailed, JobCancelled, ModelAtCapacity
 from tests.conftest import FakeEngineParts, fake_engine, generation_params
@@ -161,6 +161,8 @@ async def test_cancelled_job_is_removed(parts: FakeEngineParts) -> None:
     await first.future
     with pytest.raises(JobCancelled):
         await gone.future
+    assert gone.state is JobState.CANCELLED
+    assert engine.deliver(first) is True
     assert engine.cancel(first) is False
     prompts = [p.prompt for b in parts.backends["test-model"].batches for p in b]
     assert "gone" not in prompts
@@ -228,4 +230,30 @@ async def test_safe_mode_flags_come_from_one_classifier_call(parts: FakeEnginePa
     # One call per batch, over the images of the jobs that asked for the check only.
     assert calls == [4]
     assert None in seen
+    await engine.close()
+
+
+async def test_the_worker_waits_for_post_processing(parts: FakeEngineParts) -> None:
+    """Back-pressure: with finished batches piling up, the device takes no new batch."""
+    engine = fake_engine(parts, config=SchedulerConfig(max_pending_batches=0, max_batch_images=1))
+    await engine.ensure_loaded("test-model")
+    hold = threading.Event()
+
+    def slow_finish(images: Sequence[Image], flags: Sequence[bool] | None) -> list[Image]:
+        hold.wait(timeout=30)
+        return list(images)
+
+    first = GenerationJob(params=params(seed=1), finish=slow_finish)
+    second = job(engine, params(seed=2))
+    engine.submit(first)
+    engine.submit(second)
+    while first.state is not JobState.POSTPROCESSING:
+        await asyncio.sleep(0.01)
+    # One batch waits for the CPU pool: the second job stays queued, off the device.
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert second.state is JobState.QUEUED and len(parts.backends["test-model"].batches) == 1
+    hold.set()
+    await asyncio.gather(first.future, second.future)
+    assert len(parts.backends["test-model"].batches) == 2
     await engine.close()
