@@ -277,8 +277,9 @@ class TinyVaeDecoder:
         import diffusers
         import torch
 
-        vae = diffusers.AutoencoderTiny.from_pretrained(source, torch_dtype=dtype or torch.float32)
-        self.vae = vae.to(device).eval()
+        loader: Any = diffusers.AutoencoderTiny
+        vae = loader.from_pretrained(source, torch_dtype=dtype or torch.float32)
+        self.vae: Any = vae.to(device).eval()
         self.dtype = dtype or torch.float32
 
     def __call__(self, grid: torch.Tensor) -> torch.Tensor:
