@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 __all__ = [
     "SSE_HEADERS",
-    "partial_steps",
     "openai_completed",
     "openai_error",
     "openai_partial",
+    "partial_steps",
     "sse",
 ]
 

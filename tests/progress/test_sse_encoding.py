@@ -40,7 +40,8 @@ def test_partial_and_completed_events_validate_as_the_sdk_types() -> None:
 
 
 def test_framing_has_id_event_and_one_data_line() -> None:
-    assert sse("progress", {"step": 1}, event_id=7) == b'id: 7\nevent: progress\ndata: {"step":1}\n\n'
+    framed = sse("progress", {"step": 1}, event_id=7)
+    assert framed == b'id: 7\nevent: progress\ndata: {"step":1}\n\n'
     assert decode(sse(None, {"a": 1})) == [(None, None, '{"a":1}')]
 
 
