@@ -5,6 +5,7 @@ Venice's status code and JSON body, and nothing else does.
     ├── InvalidRequest            a value the model or the API cannot take (field, message)
     │   └── UnsupportedFeature    a field this model cannot honour (field, model)
     ├── ModelNotFound             no model with that id
+    ├── JobNotFound               no async job with that id for this caller
     ├── AuthenticationFailed      missing, unknown, revoked or expired credentials
     ├── Forbidden                 valid credentials without the right (admin API)
     ├── InsufficientBalance       the key's balance does not cover the request
@@ -31,6 +32,7 @@ __all__ = [
     "InsufficientBalance",
     "InvalidRequest",
     "JobCancelled",
+    "JobNotFound",
     "ModelAtCapacity",
     "ModelNotFound",
     "ModelUnavailable",
@@ -71,6 +73,12 @@ class ModelNotFound(MuranoError):
     def __init__(self, model: str) -> None:
         super().__init__("Specified model not found")
         self.model = model
+
+
+class JobNotFound(MuranoError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__("Specified job not found")
+        self.job_id = job_id
 
 
 class AuthenticationFailed(MuranoError):

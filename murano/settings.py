@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     allow_hide_watermark: bool = True
     visible_watermark: str | None = None
 
+    # Async jobs and webhooks: results kept this long; webhook hosts allowed (patterns);
+    # the Standard Webhooks signing secret (whsec_…; else `<data_dir>/webhook_secret`).
+    job_ttl_s: float = Field(default=3600.0, gt=0)
+    webhook_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_secret: str | None = None
+
     # x402 payments
     x402_pay_to: str | None = None
     x402_networks: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["eip155:8453"])
@@ -69,7 +75,12 @@ class Settings(BaseSettings):
     x402_wallets: bool = False
 
     _csv = field_validator(
-        "api_keys", "model_sources", "blocked_terms", "x402_networks", mode="before"
+        "api_keys",
+        "model_sources",
+        "blocked_terms",
+        "x402_networks",
+        "webhook_allow",
+        mode="before",
     )(_split_csv)
 
     @property

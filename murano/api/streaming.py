@@ -7,15 +7,34 @@ OpenAI's `{"error": {...}}` body, which the SDK raises as `APIError`.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import time
-from typing import Any, Literal
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal
+
+from starlette.responses import Response, StreamingResponse
+
+from murano.api.errors import status_for
+from murano.errors import MuranoError
+from murano.imaging.encode import ImageFormat, encode
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from murano.accounts.base import Principal
+    from murano.api.delivery import Delivery
+    from murano.api.serving import Generated, ImageService, OutputRequest
+    from murano.catalog.check import GenerationParams
+    from murano.engine.job import GenerationJob
 
 __all__ = [
     "SSE_HEADERS",
     "openai_completed",
     "openai_error",
     "openai_partial",
+    "openai_stream",
     "partial_steps",
     "sse",
 ]
@@ -115,3 +134,90 @@ def openai_error(message: str, *, status: int, code: str | None = None) -> bytes
         "server_error" if status >= 500 else "invalid_request_error"
     )
     return sse("error", {"error": {"message": message, "type": kind, "code": code}})
+
+
+async def openai_stream(
+    service: ImageService,
+    principal: Principal,
+    params: GenerationParams,
+    output: OutputRequest,
+    *,
+    delivery: Delivery,
+    received: float,
+    partial_images: int,
+    quality: str | None,
+    background: str | None,
+) -> Response:
+    """`POST /images/generations` with `stream: true`. Admission happens before the stream
+    starts (a refusal is an ordinary 4xx); partial images are the job's live previews at
+    `partial_steps`; the charge settles when the completed event has been sent."""
+    loop = asyncio.get_running_loop()
+    targets = set(partial_steps(params.steps, partial_images))
+    previews: asyncio.Queue[Image | None] = asyncio.Queue()
+    admitted: asyncio.Future[None] = loop.create_future()
+    sent: set[int] = set()
+
+    def listener(job: GenerationJob) -> None:
+        step = job.progress[0] if job.progress is not None else None
+        if step in targets and step not in sent and job.preview is not None:
+            sent.add(step)
+            previews.put_nowait(job.preview)
+
+    def on_job(job: GenerationJob) -> None:
+        job.add_listener(listener)
+        if not admitted.done():
+            admitted.set_result(None)
+
+    task = loop.create_task(
+        service.generate(
+            principal,
+            params,
+            output,
+            delivery=delivery,
+            endpoint="images/generations",
+            received=received,
+            preview_every=1 if targets else 0,
+            on_job=on_job,
+        )
+    )
+    task.add_done_callback(lambda _: previews.put_nowait(None))
+    await asyncio.wait({admitted, task}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done() and not admitted.done():
+        task.result()  # a refusal raises here, before any byte of the stream
+    entry = service.catalog.get(params.model_id)
+    headers = {
+        **SSE_HEADERS,
+        "x-venice-model-id": entry.id,
+        "x-venice-model-name": entry.model_spec.name,
+    }
+    fields = {
+        "width": params.width,
+        "height": params.height,
+        "output_format": output.fmt,
+        "quality": quality,
+        "background": background,
+    }
+    pool = getattr(service.engine, "postprocess_pool", None)
+
+    async def events() -> AsyncIterator[bytes]:
+        index = 0
+        while (image := await previews.get()) is not None:
+            b64 = await loop.run_in_executor(pool, _b64_image, image, output.fmt)
+            yield openai_partial(b64, index, **fields)
+            index += 1
+        try:
+            generated: Generated = await task
+        except MuranoError as exc:
+            yield openai_error(exc.message, status=status_for(exc))
+            return
+        except Exception:
+            yield openai_error("Inference processing failed", status=500)
+            return
+        b64 = base64.b64encode(generated.rendered.images[0]).decode()
+        yield openai_completed(b64, **fields)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def _b64_image(image: Image, fmt: ImageFormat) -> str:
+    return base64.b64encode(encode(image.convert("RGB"), fmt)).decode()
