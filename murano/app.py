@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from murano import __version__
 from murano.accounts.base import Accounts
 from murano.api import health, image, models
+from murano.api.delivery import DeliveryGuard
 from murano.api.errors import install_error_handlers
 from murano.api.middleware import BodyGuard, Compression, RequestContext
 from murano.api.serving import ImageService, PaymentGate
@@ -59,6 +60,7 @@ def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | No
             batch_wait_s=settings.batch_wait_ms / 1000,
             max_queue=settings.max_queue,
             timeout_s=settings.request_timeout_s,
+            max_pending_batches=settings.max_pending_batches,
         ),
         metrics=metrics,
         max_resident=settings.max_resident_models,
@@ -68,6 +70,8 @@ def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | No
         postprocess_threads=settings.postprocess_threads,
         inspector=inspector,
         batch_key=batch_key,
+        load_retry_s=settings.load_retry_s,
+        load_retry_max_s=settings.load_retry_max_s,
     )
 
 
@@ -132,6 +136,8 @@ def create_app(
         try:
             yield
         finally:
+            # Normally `murano serve` has drained already (on SIGTERM); this covers the rest.
+            await engine.drain(settings.drain_timeout_s)
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await loading
@@ -164,6 +170,9 @@ def create_app(
         app.add_middleware(X402Context)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(Compression)
+    # Outside compression, so it sees the bytes that really go out; inside the request
+    # context, so the access log knows how the request ended.
+    app.add_middleware(DeliveryGuard)
     app.add_middleware(RequestContext, metrics=metrics)
     return app
 

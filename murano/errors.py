@@ -15,7 +15,8 @@ Venice's status code and JSON body, and nothing else does.
     ├── ModelAtCapacity           the model's queue is full
     ├── ModelUnavailable          the model is offline or failed to load
     ├── DeadlineExceeded          the job waited past its deadline before reaching the device
-    ├── JobCancelled              the client went away before the job started
+    ├── JobCancelled              the client went away (or the job was cancelled) before delivery
+    ├── ShuttingDown              the server is draining: no new jobs; unfinished ones cancelled
     └── InferenceFailed           the pipeline raised while generating
 """
 
@@ -40,6 +41,7 @@ __all__ = [
     "PaymentRequired",
     "PaymentServiceUnavailable",
     "RateLimited",
+    "ShuttingDown",
     "UnsupportedFeature",
 ]
 
@@ -152,6 +154,17 @@ class DeadlineExceeded(MuranoError):
 class JobCancelled(MuranoError):
     def __init__(self) -> None:
         super().__init__("The request was cancelled.")
+
+
+class ShuttingDown(MuranoError):
+    """The server is shutting down: it takes no new jobs, and cancels those it could not
+    finish in time."""
+
+    def __init__(self, retry_after_s: int = 30) -> None:
+        super().__init__(
+            "The server is shutting down. Please try again shortly.",
+            headers={"Retry-After": str(retry_after_s)},
+        )
 
 
 class InferenceFailed(MuranoError):

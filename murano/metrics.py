@@ -46,6 +46,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.job_seconds = Histogram(
+            "murano_job_seconds",
+            "Time jobs spend in each state (queued, loading, running, postprocessing, sending)",
+            ["model", "state"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.responses = Counter(
             "murano_responses",
             "HTTP responses by route and status",

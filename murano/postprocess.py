@@ -1,9 +1,10 @@
 """What happens to each generated image between the device and the response, in order:
-safety blur (when flagged), watermark, metadata, encoding. Runs on the post-processing
-thread pool; pure apart from the CPU time it takes."""
+safety blur (when flagged), watermark, metadata, encoding, and base64 for JSON responses.
+Runs on the post-processing thread pool; pure apart from the CPU time it takes."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ class OutputOptions:
     visible_mark: str | None = None
     # The first image's metadata; image i gets seed + i.
     metadata: ImageMetadata | None = None
+    # Also give each image as base64 text (for JSON bodies), so the event loop need not.
+    as_base64: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,14 @@ class Rendered:
     blurred: bool
     # False when safe mode was asked for but no classifier looked at the images.
     checked: bool
+    # `images` as base64 text, when the options asked for it.
+    b64: list[str] | None = None
+
+    def base64_images(self) -> list[str]:
+        """The images as base64 text (computed here when post-processing did not)."""
+        if self.b64 is not None:
+            return self.b64
+        return [base64.b64encode(image).decode() for image in self.images]
 
 
 def render(
@@ -53,4 +64,5 @@ def render(
         if metadata is not None:
             metadata = dataclasses.replace(metadata, seed=metadata.seed + i)
         out.append(encode(image, options.fmt, metadata=metadata))
-    return Rendered(out, blurred, checked=flags is not None)
+    b64 = [base64.b64encode(data).decode() for data in out] if options.as_base64 else None
+    return Rendered(out, blurred, checked=flags is not None, b64=b64)

@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     request_timeout_s: float = 300.0
     postprocess_threads: int = 2
     max_resident_models: int = 2
+    # The worker pauses while more finished batches than this wait for post-processing.
+    max_pending_batches: int = 2
+    # A failed model load is retried after this many seconds, doubling up to the maximum.
+    load_retry_s: float = 30.0
+    load_retry_max_s: float = 600.0
+    # On SIGTERM/SIGINT: how long jobs in flight may take before they are cancelled.
+    drain_timeout_s: float = 30.0
     # Cap on the weights of all resident models together (GB); None: no cap.
     memory_budget_gb: float | None = None
 

@@ -8,9 +8,10 @@ from fastapi import Depends, Request
 
 from murano.accounts import BALANCE_HEADER, format_usd
 from murano.accounts.base import Accounts, Principal
+from murano.api.delivery import Delivery
 from murano.api.serving import ImageService
 
-__all__ = ["CurrentPrincipal", "Service", "bearer_token"]
+__all__ = ["Connection", "CurrentPrincipal", "Service", "bearer_token"]
 
 
 def bearer_token(request: Request) -> str | None:
@@ -45,3 +46,10 @@ async def _principal(request: Request) -> Principal:
 
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 Service = Annotated[ImageService, Depends(_service)]
+
+
+def _delivery(request: Request) -> Delivery:
+    return Delivery.of(request)
+
+
+Connection = Annotated[Delivery, Depends(_delivery)]

@@ -29,6 +29,7 @@ from murano.errors import (
     PaymentRequired,
     PaymentServiceUnavailable,
     RateLimited,
+    ShuttingDown,
 )
 
 __all__ = ["detailed_error", "install_error_handlers", "status_for", "validation_details"]
@@ -48,6 +49,7 @@ _STATUS: tuple[tuple[type[MuranoError], int], ...] = (
     (InferenceFailed, 500),
     (ModelAtCapacity, 503),
     (ModelUnavailable, 503),
+    (ShuttingDown, 503),
     (PaymentServiceUnavailable, 503),
     (DeadlineExceeded, 504),
 )
@@ -184,7 +186,7 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
     await _note_failure(request, status)
     if status >= 500 and not isinstance(
-        exc, ModelAtCapacity | ModelUnavailable | PaymentServiceUnavailable
+        exc, ModelAtCapacity | ModelUnavailable | PaymentServiceUnavailable | ShuttingDown
     ):
         log.warning("request failed with %d: %s", status, type(exc).__name__)
     return JSONResponse(error_body(exc), status_code=status, headers=exc.headers)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
 from murano.accounts.base import Principal
-from murano.api.deps import CurrentPrincipal, Service
+from murano.api.delivery import Delivery
+from murano.api.deps import Connection, CurrentPrincipal, Service
 from murano.api.protocol import OPENAI_SIZES, GenerateImageRequest, OpenAIImageRequest
 from murano.api.serving import Generated, ImageService, OutputRequest
 from murano.catalog.check import MAX_SIDE, GenerationParams
@@ -40,18 +39,14 @@ async def _generate(
     params: GenerationParams,
     output: OutputRequest,
     *,
+    delivery: Delivery,
     received: float,
     endpoint: str,
 ) -> Generated:
     """Both endpoints' common path: log fields, generate, log the timings."""
     _log(request, params, None)
     generated = await service.generate(
-        principal,
-        params,
-        output,
-        received=received,
-        is_disconnected=request.is_disconnected,
-        endpoint=endpoint,
+        principal, params, output, delivery=delivery, received=received, endpoint=endpoint
     )
     _log(request, params, generated)
     return generated
@@ -59,7 +54,11 @@ async def _generate(
 
 @router.post("/image/generate", response_model=None)
 async def generate_image(
-    body: GenerateImageRequest, request: Request, principal: CurrentPrincipal, service: Service
+    body: GenerateImageRequest,
+    request: Request,
+    principal: CurrentPrincipal,
+    service: Service,
+    delivery: Connection,
 ) -> Response:
     received = time.monotonic()
     if body.inpaint is not None:
@@ -78,9 +77,17 @@ async def generate_image(
         embed_metadata=body.embed_exif_metadata,
         style_preset=body.style_preset,
         binary=body.return_binary,
+        as_base64=not body.return_binary,
     )
     generated = await _generate(
-        request, principal, service, params, output, received=received, endpoint="image/generate"
+        request,
+        principal,
+        service,
+        params,
+        output,
+        delivery=delivery,
+        received=received,
+        endpoint="image/generate",
     )
     if body.return_binary:
         data = generated.rendered.images[0]
@@ -89,11 +96,11 @@ async def generate_image(
     echo = _echo(body, params)
     content = {
         "id": f"generate-image-{request.state.request_id}",
-        "images": [base64.b64encode(img).decode() for img in generated.rendered.images],
+        "images": generated.rendered.base64_images(),
         "timing": generated.timings.as_venice(),
         "request": {"success": True, "data": echo},
     }
-    return JSONResponse(content, headers=generated.headers)
+    return await service.json_response(content, headers=generated.headers)
 
 
 def _echo(body: GenerateImageRequest, params: GenerationParams) -> dict[str, Any]:
@@ -114,7 +121,11 @@ def _echo(body: GenerateImageRequest, params: GenerationParams) -> dict[str, Any
 
 @router.post("/images/generations", response_model=None)
 async def openai_generations(
-    body: OpenAIImageRequest, request: Request, principal: CurrentPrincipal, service: Service
+    body: OpenAIImageRequest,
+    request: Request,
+    principal: CurrentPrincipal,
+    service: Service,
+    delivery: Connection,
 ) -> Response:
     received = time.monotonic()
     model = body.model if body.model in service.catalog else service.catalog.default_id
@@ -133,6 +144,7 @@ async def openai_generations(
         safe_mode=body.moderation != "low",
         hide_watermark=False,
         embed_metadata=False,
+        as_base64=True,
     )
     generated = await _generate(
         request,
@@ -140,18 +152,19 @@ async def openai_generations(
         service,
         params,
         output,
+        delivery=delivery,
         received=received,
         endpoint="images/generations",
     )
     image = generated.rendered.images[0]
-    b64 = base64.b64encode(image).decode()
+    b64 = generated.rendered.base64_images()[0]
     if body.response_format == "url":
         mime = MIME_TYPES[sniff_format(image) or body.output_format]
         item = {"url": f"data:{mime};base64,{b64}"}
     else:
         item = {"b64_json": b64}
     content = {"created": int(time.time()), "data": [item]}
-    return JSONResponse(content, headers=generated.headers)
+    return await service.json_response(content, headers=generated.headers)
 
 
 @router.get("/image/styles")

@@ -1,19 +1,28 @@
-"""The generation service behind both image endpoints: check the request against the model,
-admit and charge the caller, queue the job, wait for it (dropping it if the client goes
-away), and settle the charge — committed only when images are delivered."""
+"""The generation service behind every image endpoint: check the request against the model,
+refuse cheaply when the queue cannot take it, admit the caller (reserve), queue the job, wait
+for it while watching the connection (a disconnect cancels the job in any state), and hand
+the settlement to the request's `Delivery`: the reservation is committed only once the
+response's last byte was sent, and released on anything else."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
+from typing import Any
+
+from fastapi.responses import Response
 
 from murano import __version__
 from murano.accounts.base import Accounts, Admission, Charge, Outcome, Principal
+from murano.api.delivery import Delivery, Message
+from murano.api.errors import error_body, status_for
 from murano.catalog.check import GenerationParams, ImageRequest, check
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.engine import Engine
@@ -22,6 +31,7 @@ from murano.errors import (
     DeadlineExceeded,
     JobCancelled,
     MuranoError,
+    ShuttingDown,
 )
 from murano.imaging.encode import ImageFormat, encode
 from murano.imaging.metadata import ImageMetadata
@@ -45,6 +55,8 @@ class OutputRequest:
     embed_metadata: bool
     style_preset: str | None = None
     binary: bool = False
+    # Also base64-encode the images on the post-processing pool (JSON responses).
+    as_base64: bool = False
 
 
 @dataclass(slots=True)
@@ -55,6 +67,8 @@ class Generated:
     timings: JobTimings
     admission: Admission
     content_violation: bool = False
+    # The job (None for a refused prompt); in `sending` until its response was sent.
+    job: GenerationJob | None = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -105,36 +119,55 @@ class ImageService:
         params: GenerationParams,
         output: OutputRequest,
         *,
-        received: float,
-        is_disconnected: Callable[[], Awaitable[bool]],
+        delivery: Delivery,
         endpoint: str,
+        received: float | None = None,
+        preview_every: int = 0,
+        on_job: Callable[[GenerationJob], None] | None = None,
     ) -> Generated:
+        """Generate for `principal`. The result's settlement waits on `delivery` (see
+        `murano.api.delivery`); `on_job` sees the job once it is queued."""
+        received = time.monotonic() if received is None else received
         entry = self.catalog.get(params.model_id)
         price = entry.model_spec.pricing.unit_price(params.resolution)
         charge = Charge(entry.id, params.images, Decimal(price), endpoint)
+        # Cheap refusals first: a full queue or a draining server reserves nothing.
+        self.engine.check_room(params.model_id)
         admission = await self._admit(principal, charge)
-        timings = JobTimings(received)
+        job: GenerationJob | None = None
         try:
             if self._violates_policy(params):
-                return await self._violation(entry, params, output, admission, timings)
+                return await self._violation(entry, params, output, admission, received)
             job = GenerationJob(
                 params=params,
                 finish=partial(_finish, options=self._options(entry, params, output)),
                 batch_key=self.engine.batch_key(params),
                 safety_check=output.safe_mode and self.safety_available,
-                timings=timings,
+                received=received,
+                preview_every=preview_every,
             )
             self.engine.submit(job)
-            rendered = await self._wait(job, is_disconnected)
+            if on_job is not None:
+                on_job(job)
+            delivery.watch()
+            rendered = await self._wait(job, delivery)
             if not output.safe_mode or not self.safety_available:
-                rendered = Rendered(rendered.images, rendered.blurred, not output.safe_mode)
+                rendered = dataclasses.replace(rendered, checked=not output.safe_mode)
         except BaseException as exc:
-            await self._settle(admission, _outcome_of(exc), timings)
+            if job is not None:
+                self.engine.cancel(job)
+            await self._settle(admission, _outcome_of(exc), _timings(job, received))
             if isinstance(exc, MuranoError):
                 exc.headers = {**admission.headers, **exc.headers}
             raise
-        await self._settle(admission, Outcome.DELIVERED, timings)
-        return Generated(entry, params, rendered, timings, admission)
+        generated = Generated(entry, params, rendered, job.timings, admission, job=job)
+        if delivery.guarded:
+            delivery.attach(_Settlement(self, job, admission))
+        else:
+            # Nobody watches this response: it counts as delivered once it is ready.
+            self.engine.deliver(job)
+            await self._settle(admission, Outcome.DELIVERED, job.timings)
+        return generated
 
     async def _admit(self, principal: Principal, charge: Charge) -> Admission:
         if principal.anonymous and self.payment_gate is not None:
@@ -144,7 +177,7 @@ class ImageService:
     async def _settle(self, admission: Admission, outcome: Outcome, timings: JobTimings) -> None:
         if admission.settle_hook is not None:
             # x402: a payment that cannot be settled must not buy the images, so errors
-            # from the hook reach the client instead of being logged away.
+            # from the hook reach the caller instead of being logged away.
             await asyncio.shield(admission.settle_hook(outcome))
             return
         try:
@@ -153,6 +186,14 @@ class ImageService:
             )
         except Exception:
             log.exception("settling a reservation failed (outcome %s)", outcome)
+
+    async def json_response(
+        self, content: Any, *, headers: dict[str, str], status_code: int = 200
+    ) -> Response:
+        """A JSON response serialised on the post-processing pool, not the event loop."""
+        loop = asyncio.get_running_loop()
+        body = await loop.run_in_executor(self.engine.postprocess_pool, _dumps, content)
+        return Response(body, status_code, headers=headers, media_type="application/json")
 
     def _options(
         self, entry: ModelEntry, params: GenerationParams, output: OutputRequest
@@ -177,20 +218,21 @@ class ImageService:
             watermark=self.watermark and not hide,
             visible_mark=None if hide else self.visible_mark,
             metadata=metadata,
+            as_base64=output.as_base64,
         )
 
-    async def _wait(
-        self, job: GenerationJob, is_disconnected: Callable[[], Awaitable[bool]]
-    ) -> Rendered:
-        """The job's result; a client that goes away before the job starts has it removed."""
-        while True:
-            done, _ = await asyncio.wait({job.future}, timeout=0.25)
-            if done:
-                result: Rendered = job.future.result()
-                return result
-            if job.timings.started == 0.0 and await is_disconnected():
-                self.engine.cancel(job)
-                raise JobCancelled()
+    async def _wait(self, job: GenerationJob, delivery: Delivery) -> Rendered:
+        """The job's result; a client that goes away first has the job cancelled, in
+        whatever state it is."""
+        gone = asyncio.ensure_future(delivery.gone.wait())
+        try:
+            await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not job.future.done():
+            self.engine.cancel(job)
+        result: Rendered = job.future.result()
+        return result
 
     def _violates_policy(self, params: GenerationParams) -> bool:
         text = params.prompt.lower()
@@ -202,17 +244,18 @@ class ImageService:
         params: GenerationParams,
         output: OutputRequest,
         admission: Admission,
-        timings: JobTimings,
+        received: float,
     ) -> Generated:
         """Venice's answer to a refused prompt: 200, blacked-out images (a PNG placeholder
         for binary responses), the violation header, and no charge."""
+        now = time.monotonic()
+        timings = JobTimings(received, enqueued=now, started=now, generated=now, finished=now)
         await self._settle(admission, Outcome.CONTENT_VIOLATION, timings)
         if output.binary:
             images = [violation_placeholder_png()]
         else:
             black = blacked_out(params.width, params.height)
             images = [encode(black, output.fmt)] * params.images
-        timings.enqueued = timings.started = timings.generated = timings.finished = time.monotonic()
         rendered = Rendered(images, blurred=False, checked=True)
         return Generated(entry, params, rendered, timings, admission, content_violation=True)
 
@@ -221,8 +264,70 @@ def _finish(images: object, flags: object, *, options: OutputOptions) -> Rendere
     return render(images, flags, options)  # type: ignore[arg-type]
 
 
+def _dumps(content: Any) -> bytes:
+    return json.dumps(content, separators=(",", ":")).encode()
+
+
+def _timings(job: GenerationJob | None, received: float) -> JobTimings:
+    return job.timings if job is not None else JobTimings(received)
+
+
+class _Settlement:
+    """What a delivered (or undelivered) response settles: the job's state and its
+    reservation or x402 payment."""
+
+    def __init__(self, service: ImageService, job: GenerationJob, admission: Admission) -> None:
+        self.service = service
+        self.job = job
+        self.admission = admission
+
+    def gone(self) -> None:
+        self.service.engine.cancel(self.job)
+
+    async def before_start(self, message: Message) -> tuple[Message, bytes] | None:
+        hook = self.admission.settle_hook
+        if not getattr(hook, "settles_before_headers", False) or message["status"] >= 400:
+            return None
+        # x402 `exact`: the settlement's proof travels in a response header, so the payment
+        # settles now, with the images built and the client still connected.
+        try:
+            await self.service._settle(self.admission, Outcome.DELIVERED, self.job.timings)
+        except MuranoError as exc:
+            self.service.engine.cancel(self.job)
+            body = json.dumps(error_body(exc)).encode()
+            headers = {**exc.headers, "content-type": "application/json"}
+            headers["content-length"] = str(len(body))
+            start: Message = {
+                "type": "http.response.start",
+                "status": status_for(exc),
+                "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            }
+            return start, body
+        message["headers"] = [
+            *message.get("headers", []),
+            *(
+                (k.lower().encode(), v.encode())
+                for k, v in self.admission.headers.items()
+                if k.lower().startswith(("payment-response", "x-payment-response"))
+            ),
+        ]
+        return None
+
+    async def finish(self, delivered: bool) -> None:
+        engine = self.service.engine
+        if delivered and engine.deliver(self.job):
+            outcome = Outcome.DELIVERED
+        else:
+            engine.cancel(self.job)
+            outcome = Outcome.CANCELLED
+        try:
+            await self.service._settle(self.admission, outcome, self.job.timings)
+        except Exception:
+            log.exception("settling job %d failed (outcome %s)", self.job.id, outcome)
+
+
 def _outcome_of(exc: BaseException) -> Outcome:
-    if isinstance(exc, JobCancelled | asyncio.CancelledError):
+    if isinstance(exc, JobCancelled | ShuttingDown | asyncio.CancelledError):
         return Outcome.CANCELLED
     if isinstance(exc, DeadlineExceeded):
         return Outcome.TIMEOUT

@@ -11,6 +11,7 @@ same family), the entry's scheduler if it names one, its LoRAs, the family adapt
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from PIL.Image import Image
 
 from murano.catalog.check import GenerationParams
 from murano.catalog.entries import ModelEntry
+from murano.engine.backend import StepControl
 from murano.engine.families import Adapter, adapter_for
 from murano.engine.families.base import expand
 from murano.engine.lora import LoraScaler, load_loras
@@ -173,7 +175,9 @@ class DiffusersBackend:
         self.memory_bytes = pipeline_memory_bytes(pipeline)
         self._loras = LoraScaler(entry)
 
-    def generate(self, batch: Sequence[GenerationParams]) -> list[list[Image]]:
+    def generate(
+        self, batch: Sequence[GenerationParams], control: StepControl | None = None
+    ) -> list[list[Image]]:
         import torch
 
         if self.pipeline is None:
@@ -187,6 +191,9 @@ class DiffusersBackend:
         kwargs = self.adapter.call_kwargs(batch)
         if self.entry.max_sequence_length is not None:
             kwargs["max_sequence_length"] = self.entry.max_sequence_length
+        if control is not None and _takes_step_callback(self.pipeline):
+            kwargs["callback_on_step_end"] = _StepCallback(control, kwargs)
+            kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
         with torch.inference_mode():
             output = self.pipeline(**kwargs, generator=generators, output_type="pil")
         images: list[Image] = list(output.images)
@@ -207,6 +214,47 @@ class DiffusersBackend:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _takes_step_callback(pipe: Any) -> bool:
+    return "callback_on_step_end" in inspect.signature(pipe.__call__).parameters
+
+
+class _StepCallback:
+    """diffusers' `callback_on_step_end`: reports each step to the scheduler's
+    `StepControl`, and sets the pipeline's interrupt flag when it says stop (the pipeline
+    then skips its remaining steps)."""
+
+    def __init__(self, control: StepControl, call_kwargs: dict[str, Any]) -> None:
+        self.control = control
+        self.steps = int(call_kwargs.get("num_inference_steps", 0))
+
+    def __call__(
+        self, pipe: Any, step_index: int, _timestep: Any, tensors: dict[str, Any]
+    ) -> dict[str, Any]:
+        latents = tensors.get("latents")
+        steps = self.steps or int(getattr(pipe, "num_timesteps", 0))
+        preview = (lambda: _decode_preview(pipe, latents)) if latents is not None else None
+        if not self.control.on_step(step_index + 1, steps, preview):
+            pipe._interrupt = True
+        return tensors
+
+
+def _decode_preview(pipe: Any, latents: Any) -> list[Image]:
+    """The batch's current images, decoded from its latents with the pipeline's VAE where
+    they have the VAE's own layout (SD-style 4-d latents); nothing otherwise."""
+    import torch
+
+    vae = getattr(pipe, "vae", None)
+    processor = getattr(pipe, "image_processor", None)
+    if vae is None or processor is None or latents.ndim != 4:
+        return []
+    scale = getattr(vae.config, "scaling_factor", 1.0) or 1.0
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    with torch.inference_mode():
+        decoded = vae.decode(latents.to(vae.dtype) / scale + shift, return_dict=False)[0]
+    images: list[Image] = processor.postprocess(decoded, output_type="pil")
+    return images
 
 
 def load_backend(entry: ModelEntry) -> DiffusersBackend:

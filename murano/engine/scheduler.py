@@ -4,9 +4,16 @@ When a model's worker is free it takes the oldest job and every queued job with 
 batch key, up to `max_batch_images` images, without waiting when idle (or up to
 `batch_wait_s` for more when configured). The oldest job always heads the next batch, so an
 incompatible job is never starved by a stream of compatible ones. Jobs past their deadline
-or cancelled are dropped before they reach the device. Inference runs on the device thread;
-post-processing of batch k runs on the CPU pool while batch k+1 is on the device. A failing
-batch fails each of its own jobs and the worker goes on.
+are expired, and cancelled ones dropped, before they reach the device.
+
+A batch moves its jobs through `loading` (when the model is not resident), `running` (stamped
+when the device thread really starts it) and `postprocessing`. While it runs, a `StepControl`
+records each step's progress into the jobs and interrupts the pipeline once every job of the
+batch is cancelled; the images of a job cancelled later are discarded. Post-processing of
+batch k runs on the CPU pool while batch k+1 is on the device, but the worker takes no new
+batch while more than `max_pending_batches` finished batches wait for post-processing, so a
+device faster than the CPUs fills the queue (and then refuses with 503) instead of memory.
+A failing batch fails each of its own jobs and the worker goes on.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from typing import Any
 
 from PIL.Image import Image
 
-from murano.engine.backend import Backend
-from murano.engine.job import GenerationJob
+from murano.engine.backend import Backend, Preview
+from murano.engine.job import GenerationJob, JobState
 from murano.errors import (
     DeadlineExceeded,
     InferenceFailed,
@@ -34,7 +41,7 @@ from murano.errors import (
 )
 from murano.metrics import Metrics
 
-__all__ = ["ModelQueue", "SchedulerConfig"]
+__all__ = ["BatchControl", "Inspector", "ModelQueue", "SchedulerConfig"]
 
 log = logging.getLogger("murano.engine")
 
@@ -48,6 +55,54 @@ class SchedulerConfig:
     batch_wait_s: float = 0.0
     max_queue: int = 64
     timeout_s: float = 300.0
+    # Finished batches allowed to wait for post-processing before the worker pauses.
+    max_pending_batches: int = 2
+
+
+class BatchControl:
+    """The `StepControl` of one batch. Called on the device thread; everything it changes
+    in the jobs is handed to the event loop."""
+
+    def __init__(self, jobs: Sequence[GenerationJob], loop: asyncio.AbstractEventLoop) -> None:
+        self.jobs = list(jobs)
+        self._loop = loop
+
+    def all_cancelled(self) -> bool:
+        # Reading a job's state from the device thread is safe: it is one attribute.
+        return all(job.finished for job in self.jobs)
+
+    def begin(self) -> bool:
+        """The device thread starts the batch now; False when nobody wants it any more."""
+        self._loop.call_soon_threadsafe(self._move, JobState.RUNNING, time.monotonic())
+        return not self.all_cancelled()
+
+    def on_step(self, step: int, steps: int, preview: Preview | None) -> bool:
+        wanted = any(
+            job.preview_every > 0 and step % job.preview_every == 0 and not job.finished
+            for job in self.jobs
+        )
+        images = preview() if preview is not None and wanted else None
+        self._loop.call_soon_threadsafe(self._progress, step, steps, images)
+        return not self.all_cancelled()
+
+    def _move(self, state: JobState, at: float) -> None:
+        for job in self.jobs:
+            job.move(state, at=at)
+
+    def _progress(self, step: int, steps: int, images: list[Image] | None) -> None:
+        offset = 0
+        for job in self.jobs:
+            shown = None
+            if images is not None and job.preview_every > 0 and step % job.preview_every == 0:
+                shown = images[offset] if offset < len(images) else None
+            job.set_progress(step, steps, shown)
+            offset += job.images
+
+
+def _run_on_device(backend: Backend, control: BatchControl) -> list[list[Image]] | None:
+    if not control.begin():
+        return None
+    return backend.generate([job.params for job in control.jobs], control)
 
 
 class ModelQueue:
@@ -63,6 +118,8 @@ class ModelQueue:
         cpu_executor: Executor,
         metrics: Metrics,
         inspector: Inspector | None = None,
+        is_resident: Callable[[], bool] = lambda: True,
+        on_idle: Callable[[], None] = lambda: None,
     ) -> None:
         self.model_id = model_id
         self._acquire = acquire
@@ -71,38 +128,56 @@ class ModelQueue:
         self._cpu = cpu_executor
         self._metrics = metrics
         self._inspector = inspector
+        self._is_resident = is_resident
+        self._on_idle = on_idle
         self._queue: deque[GenerationJob] = deque()
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._post_tasks: set[asyncio.Task[None]] = set()
+        self._post_done = asyncio.Event()
         self.busy = False
 
     # -- submission ---------------------------------------------------------------------
 
-    def submit(self, job: GenerationJob) -> None:
+    def check_room(self) -> None:
+        """ModelAtCapacity when the queue cannot take another job."""
         if len(self._queue) >= self._config.max_queue:
             raise ModelAtCapacity(self.model_id)
-        job.timings.enqueued = time.monotonic()
+
+    def submit(self, job: GenerationJob) -> None:
+        self.check_room()
+        job.move(JobState.QUEUED)
         if job.deadline is None:
-            job.deadline = job.timings.enqueued + self._config.timeout_s
+            job.deadline = job.stamps[JobState.QUEUED] + self._config.timeout_s
         self._queue.append(job)
         self._gauge()
         self._wake.set()
         self._ensure_worker()
 
-    def cancel(self, job: GenerationJob) -> bool:
-        """Remove a job that has not started; False when it already has."""
+    def remove(self, job: GenerationJob) -> bool:
+        """Take a job out of the queue; False when it is not there (any more)."""
         try:
             self._queue.remove(job)
         except ValueError:
             return False
-        job.fail(JobCancelled())
         self._gauge()
         return True
+
+    def position(self, job: GenerationJob) -> int | None:
+        """How many jobs are ahead of `job` in the queue; None when it is not queued."""
+        for index, queued in enumerate(self._queue):
+            if queued is job:
+                return index
+        return None
 
     @property
     def depth(self) -> int:
         return len(self._queue)
+
+    @property
+    def pending_batches(self) -> int:
+        """Finished batches still in post-processing."""
+        return len(self._post_tasks)
 
     # -- worker -------------------------------------------------------------------------
 
@@ -127,11 +202,18 @@ class ModelQueue:
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
+            await self._wait_for_postprocessing()
             if self._config.batch_wait_s > 0:
                 await self._wait_for_batch()
             batch = self._take_batch()
             if batch:
                 await self._process(batch)
+
+    async def _wait_for_postprocessing(self) -> None:
+        """Back-pressure: the device waits for the CPUs instead of piling up images."""
+        while len(self._post_tasks) > self._config.max_pending_batches:
+            self._post_done.clear()
+            await self._post_done.wait()
 
     async def _wait_for_batch(self) -> None:
         end = time.monotonic() + self._config.batch_wait_s
@@ -165,26 +247,26 @@ class ModelQueue:
 
     def _drop_stale(self, now: float) -> None:
         for job in list(self._queue):
-            if job.done:
+            if job.finished:
                 self._queue.remove(job)
             elif job.deadline is not None and now > job.deadline:
                 self._queue.remove(job)
-                job.fail(DeadlineExceeded((now - job.timings.enqueued) * 1000))
+                job.fail(DeadlineExceeded((now - job.stamps[JobState.QUEUED]) * 1000))
 
     async def _process(self, batch: list[GenerationJob]) -> None:
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        for job in batch:
-            job.timings.started = started
-            self._metrics.queue_seconds.labels(self.model_id).observe(
-                started - job.timings.enqueued
-            )
         self.busy = True
         try:
+            if not self._is_resident():
+                for job in batch:
+                    job.move(JobState.LOADING)
             backend = await self._acquire()
-            params = [job.params for job in batch]
-            images = await loop.run_in_executor(self._device, backend.generate, params)
-            if len(images) != len(batch):
+            batch = [job for job in batch if not job.finished]
+            if not batch:
+                return
+            control = BatchControl(batch, loop)
+            images = await loop.run_in_executor(self._device, _run_on_device, backend, control)
+            if images is not None and len(images) != len(batch):
                 raise RuntimeError(f"backend returned {len(images)} results for {len(batch)}")
         except asyncio.CancelledError:
             # The server is shutting down: these jobs will not be delivered.
@@ -199,51 +281,68 @@ class ModelQueue:
             return
         finally:
             self.busy = False
+            self._on_idle()
+        if images is None:
+            return  # every job was cancelled before the device started it
+        self._finished_batch(batch, images)
+
+    def _finished_batch(self, batch: list[GenerationJob], images: list[list[Image]]) -> None:
         generated = time.monotonic()
         count = sum(len(imgs) for imgs in images)
+        started = batch[0].stamps.get(JobState.RUNNING, generated)
         self._metrics.inference_seconds.labels(self.model_id).observe(generated - started)
         self._metrics.batch_images.labels(self.model_id).observe(count)
         self._metrics.images.labels(self.model_id).inc(count)
-        for job in batch:
-            job.timings.generated = generated
-        task = loop.create_task(self._postprocess(batch, images))
+        # Jobs cancelled while the batch ran: their images are discarded here.
+        kept = [(job, imgs) for job, imgs in zip(batch, images, strict=True) if not job.finished]
+        if not kept:
+            return
+        for job, _ in kept:
+            job.move(JobState.POSTPROCESSING, at=generated)
+        task = asyncio.get_running_loop().create_task(self._postprocess(kept))
         self._post_tasks.add(task)
-        task.add_done_callback(self._post_tasks.discard)
+        task.add_done_callback(self._post_finished)
+
+    def _post_finished(self, task: asyncio.Task[None]) -> None:
+        self._post_tasks.discard(task)
+        self._post_done.set()
 
     def _fail(self, batch: Sequence[GenerationJob], error: MuranoError) -> None:
         for job in batch:
             job.fail(error)
 
-    async def _postprocess(
-        self, batch: Sequence[GenerationJob], images: Sequence[Sequence[Image]]
+    async def _postprocess(self, kept: Sequence[tuple[GenerationJob, list[Image]]]) -> None:
+        flags = await self._inspect(kept)
+        await asyncio.gather(
+            *(self._finish(job, imgs, fl) for (job, imgs), fl in zip(kept, flags, strict=True))
+        )
+
+    async def _finish(
+        self, job: GenerationJob, images: list[Image], flags: list[bool] | None
     ) -> None:
-        loop = asyncio.get_running_loop()
-        flags = await self._inspect(batch, images)
-        for job, job_images, job_flags in zip(batch, images, flags, strict=True):
-            began = time.monotonic()
-            try:
-                result: Any = await loop.run_in_executor(
-                    self._cpu, job.finish, job_images, job_flags
-                )
-            except Exception as exc:
-                log.exception("post-processing failed for job %d", job.id)
-                job.fail(exc if isinstance(exc, MuranoError) else InferenceFailed(repr(exc)))
-                continue
-            job.timings.finished = time.monotonic()
-            self._metrics.postprocess_seconds.labels(self.model_id).observe(
-                job.timings.finished - began
+        if job.finished:
+            return  # cancelled while waiting: nothing to encode
+        began = time.monotonic()
+        try:
+            result: Any = await asyncio.get_running_loop().run_in_executor(
+                self._cpu, job.finish, images, flags
             )
-            job.resolve(result)
+        except Exception as exc:
+            log.exception("post-processing failed for job %d", job.id)
+            job.fail(exc if isinstance(exc, MuranoError) else InferenceFailed(repr(exc)))
+            return
+        self._metrics.postprocess_seconds.labels(self.model_id).observe(time.monotonic() - began)
+        job.resolve(result)  # a no-op when the job was cancelled meanwhile
 
     async def _inspect(
-        self, batch: Sequence[GenerationJob], images: Sequence[Sequence[Image]]
+        self, kept: Sequence[tuple[GenerationJob, list[Image]]]
     ) -> list[list[bool] | None]:
         """One classifier call for every image of the jobs that asked for safe mode."""
-        wanted = [i for i, job in enumerate(batch) if job.safety_check]
-        flags: list[list[bool] | None] = [None] * len(batch)
+        wanted = [i for i, (job, _) in enumerate(kept) if job.safety_check and not job.finished]
+        flags: list[list[bool] | None] = [None] * len(kept)
         if not wanted or self._inspector is None:
             return flags
-        flat = [img for i in wanted for img in images[i]]
+        flat = [img for i in wanted for img in kept[i][1]]
         try:
             result = await asyncio.get_running_loop().run_in_executor(
                 self._cpu, self._inspector, flat
@@ -253,7 +352,7 @@ class ModelQueue:
             result = [True] * len(flat)
         offset = 0
         for i in wanted:
-            n = len(images[i])
+            n = len(kept[i][1])
             flags[i] = result[offset : offset + n]
             offset += n
         return flags

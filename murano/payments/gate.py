@@ -171,7 +171,12 @@ class X402Gate:
             principal,
             charge,
             reservation_id=hold.id,
-            headers={BALANCE_HEADER: _usd(hold.available_usd)},
+            # The balance once these images are delivered: the hold is spent only after the
+            # response's last byte, too late for a header.
+            headers={
+                BALANCE_HEADER: _usd(hold.available_usd),
+                REMAINING_HEADER: f"{hold.available_usd - hold.amount_usd:.6f}",
+            },
         )
         admission.settle_hook = _WalletSettlement(self, admission, hold)
         return admission
@@ -206,6 +211,10 @@ class X402Gate:
 
 class _PaymentSettlement:
     """The settle hook of a pay-per-request admission."""
+
+    # Its proof (PAYMENT-RESPONSE) is a response header, so it settles as the response
+    # starts (images built, client connected), not after the last byte.
+    settles_before_headers = True
 
     def __init__(
         self,
@@ -268,6 +277,8 @@ class _WalletSettlement:
             remaining = await self.gate.wallets.settle(self.hold, outcome)
             if outcome is Outcome.DELIVERED:
                 self.admission.headers[REMAINING_HEADER] = f"{remaining:.6f}"
+            else:
+                self.admission.headers.pop(REMAINING_HEADER, None)
         finally:
             self.gate._done(self.hold.address)
 

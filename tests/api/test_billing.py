@@ -223,6 +223,7 @@ async def test_fifty_concurrent_requests_on_ten_images(billing: Billing) -> None
 async def test_disconnect_before_start_removes_the_job_and_charges_nothing(
     billing: Billing,
 ) -> None:
+    from murano.api.delivery import Delivery
     from murano.api.serving import OutputRequest
     from murano.errors import JobCancelled
 
@@ -235,8 +236,8 @@ async def test_disconnect_before_start_removes_the_job_and_charges_nothing(
     await asyncio.to_thread(backend.started.wait, 10)
     params = generation_params(prompt="gone", seed=3, images=2)
 
-    async def disconnected() -> bool:
-        return True
+    async def disconnected() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
 
     with pytest.raises(JobCancelled):
         await app.state.service.generate(
@@ -244,7 +245,7 @@ async def test_disconnect_before_start_removes_the_job_and_charges_nothing(
             params,
             OutputRequest(fmt="png", safe_mode=False, hide_watermark=False, embed_metadata=False),
             received=0.0,
-            is_disconnected=disconnected,
+            delivery=Delivery(disconnected, guarded=False),
             endpoint="image/generate",
         )
     backend.gate.set()

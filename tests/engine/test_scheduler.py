@@ -13,7 +13,7 @@ from PIL.Image import Image
 
 from murano.catalog.check import GenerationParams
 from murano.engine.engine import Engine
-from murano.engine.job import GenerationJob
+from murano.engine.job import GenerationJob, JobState
 from murano.engine.scheduler import SchedulerConfig
 from murano.errors import DeadlineExceeded, InferenceFailed, JobCancelled, ModelAtCapacity
 from tests.conftest import FakeEngineParts, fake_engine, generation_params
@@ -161,6 +161,8 @@ async def test_cancelled_job_is_removed(parts: FakeEngineParts) -> None:
     await first.future
     with pytest.raises(JobCancelled):
         await gone.future
+    assert gone.state is JobState.CANCELLED
+    assert engine.deliver(first) is True
     assert engine.cancel(first) is False
     prompts = [p.prompt for b in parts.backends["test-model"].batches for p in b]
     assert "gone" not in prompts
