@@ -14,7 +14,9 @@ from fastapi import FastAPI
 
 from murano import __version__
 from murano.accounts.base import Accounts
+from murano.accounts.jobs import JobStore
 from murano.api import health, image, models
+from murano.api.async_jobs import build_jobs
 from murano.api.delivery import DeliveryGuard
 from murano.api.errors import install_error_handlers
 from murano.api.middleware import BodyGuard, Compression, RequestContext
@@ -98,6 +100,7 @@ def create_app(
     inspector: Inspector | None = None,
     payment_gate: PaymentGate | None = None,
     metrics: Metrics | None = None,
+    job_store: JobStore | None = None,
 ) -> FastAPI:
     metrics = metrics or (engine.metrics if engine is not None else Metrics())
     if engine is None:
@@ -127,17 +130,20 @@ def create_app(
         visible_mark=settings.visible_watermark,
         payment_gate=payment_gate,
     )
+    jobs = build_jobs(settings, service, accounts, store=job_store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await accounts.start()  # prints the bootstrap admin key on a first start
         # Models load in the background so /healthz answers at once; /readyz waits.
         loading = asyncio.get_running_loop().create_task(engine.start())
+        await jobs.start()
         try:
             yield
         finally:
             # Normally `murano serve` has drained already (on SIGTERM); this covers the rest.
             await engine.drain(settings.drain_timeout_s)
+            await jobs.close()
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await loading
@@ -158,6 +164,7 @@ def create_app(
     app.state.accounts = accounts
     app.state.metrics = metrics
     app.state.service = service
+    app.state.jobs = jobs
     app.state.model_ids = [entry.id for entry in engine.catalog]
     install_error_handlers(app)
     for router in _routers():
@@ -178,6 +185,6 @@ def create_app(
 
 
 def _routers() -> list[Any]:
-    from murano.api import admin
+    from murano.api import admin, jobs
 
-    return [image.router, models.router, health.router, admin.router]
+    return [image.router, jobs.router, models.router, health.router, admin.router]

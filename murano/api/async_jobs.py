@@ -31,8 +31,8 @@ from typing import Any
 
 from PIL.Image import Image
 
-from murano.accounts.base import Principal
-from murano.accounts.jobs import JobRecord, JobStore
+from murano.accounts.base import Accounts, Principal
+from murano.accounts.jobs import JobRecord, JobStore, MemoryJobStore, SqlJobStore
 from murano.api.delivery import Delivery
 from murano.api.errors import error_body
 from murano.api.serving import Generated, ImageService, OutputRequest
@@ -40,9 +40,10 @@ from murano.api.streaming import sse
 from murano.catalog.check import GenerationParams
 from murano.engine.job import GenerationJob, JobState
 from murano.errors import InferenceFailed, JobNotFound, MuranoError
-from murano.webhooks import WebhookDispatcher
+from murano.settings import Settings
+from murano.webhooks import UrlPolicy, WebhookDispatcher, load_or_create_secret
 
-__all__ = ["DEFAULT_WEBHOOK_EVENTS", "AsyncJobs", "LiveJob"]
+__all__ = ["DEFAULT_WEBHOOK_EVENTS", "AsyncJobs", "LiveJob", "build_jobs", "links"]
 
 log = logging.getLogger("murano.api")
 
@@ -95,11 +96,13 @@ class LiveJob:
     error: Json | None = None
     events: list[_Event] = field(default_factory=list)
     position: int | None = None
-    ended_at: float | None = None
+    expires_at: datetime | None = None
     stored: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def add(self, name: str, data: Json) -> None:
+        if self.final and name not in _FINAL.values():
+            return  # a late progress update: the final event is the last one
         self.events.append(_Event(len(self.events) + 1, name, data))
         self._changed.set()
         self._changed = asyncio.Event()
@@ -167,10 +170,10 @@ class AsyncJobs:
 
     async def clean(self) -> int:
         """Delete expired jobs from the database and forget finished ones held here."""
-        removed = await self.store.delete_expired(self._clock())
-        horizon = time.monotonic() - self.ttl.total_seconds()
+        now = self._clock()
+        removed = await self.store.delete_expired(now)
         for job_id, live in list(self._live.items()):
-            if live.ended_at is not None and live.ended_at < horizon:
+            if live.expires_at is not None and live.expires_at <= now:
                 del self._live[job_id]
         return removed
 
@@ -222,7 +225,7 @@ class AsyncJobs:
         finally:
             live.stored.set()
         self._live[live.id] = live
-        live.add("queued", {"queuePosition": self._position(live)})
+        live.add("queued", {"queuePosition": live.position})
         await self._notify_webhook(live, "queued")
         return live
 
@@ -241,6 +244,7 @@ class AsyncJobs:
 
         def on_job(job: GenerationJob) -> None:
             live.job = job
+            live.position = self.service.engine.queue_position(job)
             job.add_listener(self._listener(live))
             if not admitted.done():
                 admitted.set_result(None)
@@ -276,7 +280,7 @@ class AsyncJobs:
         commits the reservation, or releases it when a cancel came first)."""
         result = {
             "id": f"generate-image-{live.id}",
-            "images": [base64.b64encode(image).decode() for image in generated.rendered.images],
+            "images": generated.rendered.base64_images(),
             "timing": generated.timings.as_venice(),
             "request": {"success": True, "data": echo},
         }
@@ -288,10 +292,11 @@ class AsyncJobs:
         except Exception:
             log.exception("storing the result of job %s failed", live.id)
             stored = False
+        if stored:
+            live.result, live.expires_at = result, now + self.ttl
         delivery.delivered, delivery.complete = stored, True
         await delivery.close()
         if stored:
-            live.result = result
             self._finish(live, "delivered", None)
             live.add("completed", {"result": result})
             await self._notify_webhook(live, "completed")
@@ -323,7 +328,8 @@ class AsyncJobs:
 
     def _finish(self, live: LiveJob, status: str, error: Json | None) -> None:
         live.status, live.error, live.position = status, error, None
-        live.ended_at = time.monotonic()
+        if live.expires_at is None:
+            live.expires_at = self._clock() + self.ttl
 
     async def _safe_get(self, job_id: str) -> JobRecord | None:
         try:
@@ -544,10 +550,12 @@ class AsyncJobs:
         progress = None
         if job is not None and job.progress is not None:
             progress = {"step": job.progress[0], "steps": job.progress[1]}
+        # The engine's state is the freshest; the stored one may lag a write behind.
+        status = live.status if live.final or job is None else job.state.value
         return {
             "id": live.id,
-            "status": live.status,
-            "queuePosition": live.position if live.status == "queued" else None,
+            "status": status,
+            "queuePosition": live.position if status == "queued" else None,
             "progress": progress,
             "etaMs": self._eta_ms(live),
             "createdAt": _iso(live.created_at),
@@ -581,6 +589,27 @@ class AsyncJobs:
             await self.dispatcher.enqueue(live.id, hook["url"], event, self._live_view(live))
         except Exception:
             log.exception("queueing the %s webhook of job %s failed", event, live.id)
+
+
+def build_jobs(
+    settings: Settings, service: ImageService, accounts: Accounts, *, store: JobStore | None = None
+) -> AsyncJobs:
+    """Jobs in the accounts database when there is one (in memory otherwise), with
+    webhooks signed by `settings.webhook_secret` or the data directory's own secret."""
+    from murano.accounts.ledger import SqlAccounts
+
+    sql = isinstance(accounts, SqlAccounts)
+    if store is None:
+        store = SqlJobStore(accounts.store.engine) if sql else MemoryJobStore()
+    # As for reservations: on a shared PostgreSQL another server may still be running a
+    # job, so only jobs untouched for twice the request timeout are taken for dead.
+    shared = sql and accounts.store.url.get_backend_name() != "sqlite"
+    stale_after = 2 * settings.request_timeout_s if shared else 0.0
+    secret = settings.webhook_secret or load_or_create_secret(settings.data_dir / "webhook_secret")
+    dispatcher = WebhookDispatcher(store, secret, UrlPolicy(settings.webhook_allow))
+    return AsyncJobs(
+        service, store, ttl_s=settings.job_ttl_s, stale_after_s=stale_after, dispatcher=dispatcher
+    )
 
 
 def links(job_id: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ from murano.api.delivery import Delivery
 from murano.api.deps import Connection, CurrentPrincipal, Service
 from murano.api.protocol import OPENAI_SIZES, GenerateImageRequest, OpenAIImageRequest
 from murano.api.serving import Generated, ImageService, OutputRequest
+from murano.api.streaming import openai_stream
 from murano.catalog.check import MAX_SIDE, GenerationParams
 from murano.catalog.styles import STYLE_NAMES
 from murano.errors import InvalidRequest
@@ -61,6 +62,38 @@ async def generate_image(
     delivery: Connection,
 ) -> Response:
     received = time.monotonic()
+    from murano.api import jobs  # imports this module
+
+    if jobs.prefers_async(request):
+        return await jobs.respond_async(request, body, principal, service)
+    params, output, echo = native_job(body, service)
+    generated = await _generate(
+        request,
+        principal,
+        service,
+        params,
+        output,
+        delivery=delivery,
+        received=received,
+        endpoint="image/generate",
+    )
+    if body.return_binary:
+        data = generated.rendered.images[0]
+        fmt = sniff_format(data) or body.format
+        return Response(data, media_type=MIME_TYPES[fmt], headers=generated.headers)
+    content = {
+        "id": f"generate-image-{request.state.request_id}",
+        "images": generated.rendered.base64_images(),
+        "timing": generated.timings.as_venice(),
+        "request": {"success": True, "data": echo},
+    }
+    return await service.json_response(content, headers=generated.headers)
+
+
+def native_job(
+    body: GenerateImageRequest, service: ImageService
+) -> tuple[GenerationParams, OutputRequest, dict[str, Any]]:
+    """A checked native request: its parameters, its output options and its echo."""
     if body.inpaint is not None:
         raise InvalidRequest(
             "inpaint", "inpaint is deprecated and was disabled on May 19th, 2025; omit it."
@@ -79,28 +112,7 @@ async def generate_image(
         binary=body.return_binary,
         as_base64=not body.return_binary,
     )
-    generated = await _generate(
-        request,
-        principal,
-        service,
-        params,
-        output,
-        delivery=delivery,
-        received=received,
-        endpoint="image/generate",
-    )
-    if body.return_binary:
-        data = generated.rendered.images[0]
-        fmt = sniff_format(data) or body.format
-        return Response(data, media_type=MIME_TYPES[fmt], headers=generated.headers)
-    echo = _echo(body, params)
-    content = {
-        "id": f"generate-image-{request.state.request_id}",
-        "images": generated.rendered.base64_images(),
-        "timing": generated.timings.as_venice(),
-        "request": {"success": True, "data": echo},
-    }
-    return await service.json_response(content, headers=generated.headers)
+    return params, output, _echo(body, params)
 
 
 def _echo(body: GenerateImageRequest, params: GenerationParams) -> dict[str, Any]:
@@ -146,6 +158,19 @@ async def openai_generations(
         embed_metadata=False,
         as_base64=True,
     )
+    if body.stream:
+        _log(request, params, None)
+        return await openai_stream(
+            service,
+            principal,
+            params,
+            output,
+            delivery=delivery,
+            received=received,
+            partial_images=body.partial_images or 0,
+            quality=body.quality,
+            background=body.background,
+        )
     generated = await _generate(
         request,
         principal,

@@ -152,7 +152,16 @@ async def open_env(db: Database, tmp_path: Path, **settings: Any) -> AsyncIterat
         job_store=store,
     ) as client:
         gate.set()  # inspect at once unless a test clears it
-        yield Env(client, accounts, parts, store, gate, inspecting)
+        env = Env(client, accounts, parts, store, gate, inspecting)
+        try:
+            yield env
+        finally:  # whatever a failed test held, let it go so the app can stop
+            store.release.set()
+            gate.set()
+            parts.release.set()
+            for backend in parts.backends.values():
+                if backend.gate is not None:
+                    backend.gate.set()
 
 
 @pytest.fixture

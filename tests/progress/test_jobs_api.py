@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import threading
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -256,7 +257,8 @@ async def test_expired_results_are_deleted(env: Env) -> None:
     jobs = env.client.app.state.jobs  # type: ignore[attr-defined]
     row = await env.store.inner.get(job_id)
     assert row is not None and row.expires_at > row.created_at
-    jobs._clock = lambda: row.expires_at  # the cleaner runs when the result's time is up
+    # The cleaner runs once the result's time is up.
+    jobs._clock = lambda: row.expires_at + timedelta(seconds=1)
     assert await jobs.clean() == 1
     assert (await env.client.get(f"{JOBS}/{job_id}", headers=key)).status_code == 404
 
