@@ -41,6 +41,7 @@ class Server:
     def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir / "server.log"
         self._log = self.log_path.open("w")
         argv = [sys.executable, "-m", "murano", "serve", "--port", str(self.port)]
