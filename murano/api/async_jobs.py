@@ -98,6 +98,8 @@ class LiveJob:
     position: int | None = None
     expires_at: datetime | None = None
     stored: asyncio.Event = field(default_factory=asyncio.Event)
+    updates: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    consumer: asyncio.Task[None] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def add(self, name: str, data: Json) -> None:
@@ -164,6 +166,9 @@ class AsyncJobs:
                 self.service.engine.cancel(live.job)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        for live in self._live.values():
+            if live.consumer is not None:
+                live.consumer.cancel()
         if self.dispatcher is not None:
             await self.dispatcher.close()
         await self.store.close()
@@ -296,6 +301,7 @@ class AsyncJobs:
             live.result, live.expires_at = result, now + self.ttl
         delivery.delivered, delivery.complete = stored, True
         await delivery.close()
+        await self._drain(live)
         if stored:
             self._finish(live, "delivered", None)
             live.add("completed", {"result": result})
@@ -322,6 +328,7 @@ class AsyncJobs:
         record = await self._safe_get(live.id)
         if record is not None and record.terminal:
             state, body = record.status, record.error or body
+        await self._drain(live)
         self._finish(live, state, body)
         live.add(_FINAL.get(state, "failed"), body)
         await self._notify_webhook(live, _FINAL.get(state, "failed"))
@@ -341,8 +348,9 @@ class AsyncJobs:
     # -- progress -----------------------------------------------------------------------
 
     def _listener(self, live: LiveJob) -> Callable[[GenerationJob], None]:
-        """Turns the engine job's updates into events (on the event loop, in order)."""
-        updates: asyncio.Queue[tuple[str, tuple[int, int] | None, Image | None]] = asyncio.Queue()
+        """Turns the engine job's updates into events, in order, off the listener call
+        (which runs inside the engine); `_drain` waits until all are turned."""
+        updates = live.updates
         seen: dict[str, Any] = {"state": None, "progress": None, "preview": None, "at": None}
 
         def listener(job: GenerationJob) -> None:
@@ -353,20 +361,26 @@ class AsyncJobs:
 
         async def consume() -> None:
             while True:
-                state, progress, preview = await updates.get()
-                await self._update(live, seen, state, progress, preview)
+                item = await updates.get()
+                if isinstance(item, asyncio.Future):
+                    item.set_result(None)
+                    continue
+                try:
+                    await self._update(live, seen, *item)
+                except Exception:
+                    log.exception("an update of job %s was lost", live.id)
 
-        task = asyncio.get_running_loop().create_task(consume())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        live.consumer = asyncio.get_running_loop().create_task(consume())
+        return listener
 
-        def stop_when_final(job: GenerationJob) -> None:
-            listener(job)
-            if job.finished:
-                # Let the queue drain, then stop the consumer.
-                asyncio.get_running_loop().call_later(5.0, task.cancel)
-
-        return stop_when_final
+    async def _drain(self, live: LiveJob) -> None:
+        """Wait until every update so far has become an event, then stop listening."""
+        if live.consumer is None or live.consumer.done():
+            return
+        barrier: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        live.updates.put_nowait(barrier)
+        await barrier
+        live.consumer.cancel()
 
     async def _update(
         self,
@@ -376,8 +390,6 @@ class AsyncJobs:
         progress: tuple[int, int] | None,
         preview: Image | None,
     ) -> None:
-        if live.final:
-            return
         if state != seen["state"]:
             seen["state"] = state
             if state in ("loading", "running", "postprocessing", "sending"):
