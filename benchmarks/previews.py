@@ -9,7 +9,7 @@ step or every fourth step. Runs alternate between the settings so that a noisy n
 slows them alike; the table shows the median of the runs and the ratio to "off".
 
 Pipelines: the SD-Turbo-shaped one (SD 2.1's real UNet and VAE configs, so a step costs
-what a real model's does) at 512², and the embedded tiny model at 256², whose steps are so
+what a real model's does) at 384², and the embedded tiny model at 256², whose steps are so
 cheap that it shows the worst case of a preview's fixed cost.
 """
 
@@ -88,11 +88,11 @@ def run(quick: bool, out: Path, log: Callable[[str], None] = print) -> Outcome:
     import torch
 
     torch.manual_seed(0)
-    repeats = 1 if quick else 5
+    repeats = 1 if quick else 3
     rows: list[list[str]] = []
     log("previews: the SD-Turbo-shaped pipeline")
     turbo = load_pipeline(build_turbo_shaped(MINI if quick else FULL, CACHE_DIR))
-    rows += _measure("SD-Turbo-shaped", turbo, 64 if quick else 512, 2 if quick else 8, 1, repeats)
+    rows += _measure("SD-Turbo-shaped", turbo, 64 if quick else 384, 2 if quick else 4, 1, repeats)
     del turbo
     log("previews: the embedded tiny model")
     tiny = load_pipeline(build_tiny(CACHE_DIR / "tiny-data"))

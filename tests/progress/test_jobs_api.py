@@ -273,3 +273,34 @@ async def test_job_events_are_json(env: Env) -> None:
     for block in response.text.strip().split("\n\n"):
         data = [line[6:] for line in block.splitlines() if line.startswith("data: ")]
         assert len(data) == 1 and isinstance(json.loads(data[0]), dict)
+
+
+async def test_a_delivered_result_survives_a_restart(db: Any, tmp_path: Any) -> None:
+    from .conftest import open_env
+
+    async for first in open_env(db, tmp_path):
+        key = await first.key("1")
+        job_id = await first.submit(key)
+        view = await first.until(key, job_id, lambda v: v["status"] == "delivered")
+    async for second in open_env(db, tmp_path):
+        again = await second.job(key, job_id)
+        assert (again["status"], again["result"]) == ("delivered", view["result"])
+
+
+async def test_a_job_running_when_its_server_died_is_failed_at_the_next_start() -> None:
+    from datetime import UTC, datetime
+
+    from murano.accounts.jobs import JobRecord, MemoryJobStore
+    from murano.api.async_jobs import AsyncJobs
+
+    store = MemoryJobStore()
+    now = datetime.now(UTC)
+    await store.create(
+        JobRecord("j1", "k", "running", "m", "dead", now, now, now + timedelta(hours=1))
+    )
+    jobs = AsyncJobs(None, store)  # type: ignore[arg-type]  # start needs no service
+    await jobs.start()
+    await jobs.close()
+    record = await store.get("j1")
+    assert record is not None and record.status == "failed"
+    assert record.error == {"error": "The server running this job stopped before it finished."}
