@@ -610,12 +610,12 @@ def build_jobs(
     webhooks signed by `settings.webhook_secret` or the data directory's own secret."""
     from murano.accounts.ledger import SqlAccounts
 
-    sql = isinstance(accounts, SqlAccounts)
+    sql = accounts.store if isinstance(accounts, SqlAccounts) else None
     if store is None:
-        store = SqlJobStore(accounts.store.engine) if sql else MemoryJobStore()
+        store = SqlJobStore(sql.engine) if sql is not None else MemoryJobStore()
     # As for reservations: on a shared PostgreSQL another server may still be running a
     # job, so only jobs untouched for twice the request timeout are taken for dead.
-    shared = sql and accounts.store.url.get_backend_name() != "sqlite"
+    shared = sql is not None and sql.url.get_backend_name() != "sqlite"
     stale_after = 2 * settings.request_timeout_s if shared else 0.0
     secret = settings.webhook_secret or load_or_create_secret(settings.data_dir / "webhook_secret")
     dispatcher = WebhookDispatcher(store, secret, UrlPolicy(settings.webhook_allow))

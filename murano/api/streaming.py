@@ -181,7 +181,8 @@ async def openai_stream(
         )
     )
     task.add_done_callback(lambda _: previews.put_nowait(None))
-    await asyncio.wait({admitted, task}, return_when=asyncio.FIRST_COMPLETED)
+    first: set[asyncio.Future[Any]] = {admitted, task}
+    await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
     if task.done() and not admitted.done():
         task.result()  # a refusal raises here, before any byte of the stream
     entry = service.catalog.get(params.model_id)
@@ -190,20 +191,21 @@ async def openai_stream(
         "x-venice-model-id": entry.id,
         "x-venice-model-name": entry.model_spec.name,
     }
-    fields = {
-        "width": params.width,
-        "height": params.height,
-        "output_format": output.fmt,
-        "quality": quality,
-        "background": background,
-    }
     pool = getattr(service.engine, "postprocess_pool", None)
 
     async def events() -> AsyncIterator[bytes]:
         index = 0
         while (image := await previews.get()) is not None:
             b64 = await loop.run_in_executor(pool, _b64_image, image, output.fmt)
-            yield openai_partial(b64, index, **fields)
+            yield openai_partial(
+                b64,
+                index,
+                width=params.width,
+                height=params.height,
+                output_format=output.fmt,
+                quality=quality,
+                background=background,
+            )
             index += 1
         try:
             generated: Generated = await task
@@ -214,7 +216,14 @@ async def openai_stream(
             yield openai_error("Inference processing failed", status=500)
             return
         b64 = base64.b64encode(generated.rendered.images[0]).decode()
-        yield openai_completed(b64, **fields)
+        yield openai_completed(
+            b64,
+            width=params.width,
+            height=params.height,
+            output_format=output.fmt,
+            quality=quality,
+            background=background,
+        )
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
