@@ -103,6 +103,7 @@ def tiny_pipe(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     return family, pipe
 
 
+@pytest.mark.slow
 def test_the_step_callback_yields_previews_of_the_image_aspect(tiny_pipe: Any) -> None:
     family, pipe = tiny_pipe
     width, height = 64, 32
@@ -155,3 +156,27 @@ def test_a_tiny_vae_named_in_the_entry_decodes_previews(tmp_path: Path) -> None:
         "sd", torch.randn(1, 4, 4, 8), width=64, height=32, max_side=48, decoder=decoder
     )
     assert [img.size for img in images] == [(48, 24)]
+
+
+@pytest.mark.slow
+def test_the_diffusers_backend_hands_previews_to_the_step_control(tmp_path: Path) -> None:
+    from murano.catalog.check import GenerationParams
+    from murano.catalog.entries import build_entry
+    from murano.engine.diffusers_backend import load_backend
+
+    model_dir = build_tiny("flux", tmp_path / "flux")
+    entry = build_entry({"id": "t", "source": str(model_dir), "device": "cpu"}, family="flux")
+    backend = load_backend(entry)
+    seen: list[tuple[int, int, list[tuple[int, int]]]] = []
+
+    class Control:
+        def on_step(self, step: int, steps: int, preview: Any) -> bool:
+            seen.append((step, steps, [img.size for img in preview()]))
+            return True
+
+    params = GenerationParams(
+        model_id="t", prompt="a cat", negative_prompt=None, width=64, height=32, steps=2,
+        cfg_scale=1.0, seed=1, images=2, lora_strength=None,
+    )  # fmt: skip
+    backend.generate([params], Control())
+    assert seen == [(1, 2, [(64, 32), (64, 32)]), (2, 2, [(64, 32), (64, 32)])]
