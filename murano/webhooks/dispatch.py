@@ -132,10 +132,11 @@ class WebhookDispatcher:
 
     async def _loop(self) -> None:
         while True:
+            # Cleared before the run: an event queued during it wakes the next one.
+            self._wake.clear()
             try:
                 await self.run_due()
             except Exception:
                 log.exception("sending webhooks failed; retrying")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_s)

@@ -127,6 +127,7 @@ def test_the_step_callback_yields_previews_of_the_image_aspect(tiny_pipe: Any) -
         assert [img.size for img in images] == [(64, 32), (64, 32)]
 
 
+@pytest.mark.slow
 def test_a_tiny_vae_named_in_the_entry_decodes_previews(tmp_path: Path) -> None:
     import diffusers
 
