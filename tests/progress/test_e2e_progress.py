@@ -82,11 +82,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_openai_sdk_streams_partial_images_then_the_image(server: str) -> None:
-    client = openai.OpenAI(base_url=f"{server}/api/v1", api_key=KEY)
-    stream = client.images.generate(
-        model=MODEL, prompt="a red boat", size="256x256", stream=True, partial_images=2
-    )
-    events = list(stream)
+    with openai.OpenAI(base_url=f"{server}/api/v1", api_key=KEY) as client:
+        stream = client.images.generate(
+            model=MODEL, prompt="a red boat", size="256x256", stream=True, partial_images=2
+        )
+        with stream:
+            events = list(stream)
     partials = [e for e in events if isinstance(e, ImageGenPartialImageEvent)]
     assert [e.partial_image_index for e in partials] == [0, 1]
     assert isinstance(events[-1], ImageGenCompletedEvent)
@@ -99,8 +100,10 @@ def test_openai_sdk_streams_partial_images_then_the_image(server: str) -> None:
 
 
 def test_a_streamed_request_that_is_refused_is_a_plain_error(server: str) -> None:
-    client = openai.OpenAI(base_url=f"{server}/api/v1", api_key=KEY)
-    with pytest.raises(openai.BadRequestError):
+    with (
+        openai.OpenAI(base_url=f"{server}/api/v1", api_key=KEY) as client,
+        pytest.raises(openai.BadRequestError),
+    ):
         client.images.generate(
             model=MODEL, prompt="x" * 1501, size="256x256", stream=True, partial_images=1
         )
