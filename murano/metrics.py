@@ -53,6 +53,9 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.jobs_in_flight = Gauge(
+            "murano_jobs_in_flight", "Jobs queued, loading, running or being sent", registry=r
+        )
         self.responses = Counter(
             "murano_responses",
             "HTTP responses by route and status",

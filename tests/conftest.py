@@ -4,6 +4,7 @@ httpx through ASGI, with its lifespan running."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -99,8 +100,16 @@ class FakeEngineParts:
     def __init__(self) -> None:
         self.backends: dict[str, FakeBackend] = {}
         self.fail_load: set[str] = set()
+        # Set by a test to hold loads (on the engine's load thread) until released.
+        self.load_gate: threading.Event | None = None
+        self.loading = threading.Event()
+        self.loads: list[str] = []
 
     def factory(self, model: ModelEntry) -> FakeBackend:
+        self.loads.append(model.id)
+        self.loading.set()
+        if self.load_gate is not None:
+            self.load_gate.wait(timeout=30)
         if model.id in self.fail_load:
             raise OSError(f"weights for {model.id} are missing")
         backend = self.backends.setdefault(model.id, FakeBackend(model.id))

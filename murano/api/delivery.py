@@ -40,8 +40,9 @@ class Settlement(Protocol):
     def gone(self) -> None:
         """The client went away; called on the event loop as soon as it is noticed."""
 
-    async def finish(self, delivered: bool) -> None:
-        """The response ended; `delivered` as the module docstring defines it."""
+    async def finish(self, delivered: bool) -> str:
+        """The response ended; `delivered` as the module docstring defines it. Returns how
+        it ended (the job's final state), for the access log."""
 
 
 class Delivery:
@@ -92,7 +93,9 @@ class Delivery:
                 return replacement
         return None
 
-    async def close(self) -> None:
+    async def close(self) -> list[str]:
+        """Stop watching and settle; how each settlement ended."""
+        ended: list[str] = []
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -100,9 +103,10 @@ class Delivery:
         settlements, self._settlements = self._settlements, []
         for settlement in settlements:
             try:
-                await asyncio.shield(settlement.finish(self.delivered))
+                ended.append(await asyncio.shield(settlement.finish(self.delivered)))
             except Exception:
                 log.exception("settling a request failed")
+        return ended
 
 
 class DeliveryGuard:
@@ -151,4 +155,6 @@ class DeliveryGuard:
         try:
             await self.app(scope, receive, guarded_send)
         finally:
-            await delivery.close()
+            ended = await delivery.close()
+            if ended:
+                state.setdefault("log_fields", {})["job_state"] = ",".join(ended)

@@ -23,7 +23,8 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     engine: Engine = request.app.state.engine
     ready = engine.ready
-    body = {"status": "ready" if ready else "loading", "model": engine.catalog.default_id}
+    status = "draining" if engine.draining else "ready" if ready else "loading"
+    body = {"status": status, "model": engine.catalog.default_id}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

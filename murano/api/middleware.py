@@ -3,6 +3,7 @@ and gzip/br compression of JSON responses (never of images)."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import logging
@@ -176,6 +177,7 @@ class Compression:
     them (br preferred, as Venice). Image bodies pass through untouched."""
 
     minimum_size = 500
+    offload_size = 64 * 1024
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -227,11 +229,12 @@ class Compression:
                 and not already
                 and len(body) >= self.minimum_size
             ):
-                body = (
-                    brotli.compress(body, quality=4)
-                    if encoding == "br"
-                    else gzip.compress(body, compresslevel=5)
-                )
+                # Compressing megabytes of base64 takes long enough to stall every other
+                # request: small bodies inline, large ones on a worker thread.
+                if len(body) >= self.offload_size:
+                    body = await asyncio.to_thread(_compress, body, encoding)
+                else:
+                    body = _compress(body, encoding)
                 headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
                 headers += [
                     (b"content-encoding", encoding.encode()),

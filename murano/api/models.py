@@ -3,6 +3,7 @@ with each model's live state (offline when it failed to load, resident or not)."
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -32,6 +33,11 @@ def model_response(entry: ModelEntry, engine: Engine) -> dict[str, Any]:
     # murano's own keys: what the operator can see of the model's memory state.
     spec["resident"] = status.state is LoadState.RESIDENT
     spec["loadState"] = status.state.value
+    if status.state is LoadState.FAILED:
+        spec["loadError"] = status.error
+        spec["nextLoadAttempt"] = (
+            datetime.fromtimestamp(status.retry_at_unix, UTC).isoformat().replace("+00:00", "Z")
+        )
     return {
         "created": entry.created,
         "id": entry.id,

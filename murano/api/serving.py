@@ -313,7 +313,7 @@ class _Settlement:
         ]
         return None
 
-    async def finish(self, delivered: bool) -> None:
+    async def finish(self, delivered: bool) -> str:
         engine = self.service.engine
         if delivered and engine.deliver(self.job):
             outcome = Outcome.DELIVERED
@@ -324,6 +324,7 @@ class _Settlement:
             await self.service._settle(self.admission, outcome, self.job.timings)
         except Exception:
             log.exception("settling job %d failed (outcome %s)", self.job.id, outcome)
+        return self.job.state.value
 
 
 def _outcome_of(exc: BaseException) -> Outcome:

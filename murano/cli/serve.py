@@ -1,4 +1,10 @@
-"""`murano serve`: run the API server (uvicorn) on the configured models."""
+"""`murano serve`: run the API server (uvicorn) on the configured models.
+
+On SIGTERM or SIGINT the server drains before it stops: it keeps accepting connections,
+`/readyz` answers 503 and new generation requests get 503 + `Retry-After`, while the jobs
+in flight have up to `MURANO_DRAIN_TIMEOUT_S` (30 s) to be delivered; the rest are cancelled
+(a Venice-shaped 503; their reservations released), and then uvicorn shuts down. A second
+SIGINT stops at once."""
 
 from __future__ import annotations
 
@@ -72,12 +78,56 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
-        timeout_graceful_shutdown=30,
+        # Drained already: what is left are responses being written.
+        timeout_graceful_shutdown=10,
     )
+    server = _draining_server(config, app.state.engine, settings.drain_timeout_s)
+    server.run()
     return 0
+
+
+def _draining_server(config: Any, engine: Any, drain_timeout_s: float) -> Any:
+    import asyncio
+    import signal
+
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        """uvicorn, with a drain of the engine between the first signal and shutdown."""
+
+        draining = False
+        loop: asyncio.AbstractEventLoop | None = None
+
+        async def serve(self, sockets: Any = None) -> None:
+            self.loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            first = sig in (signal.SIGTERM, signal.SIGINT) and not self.draining
+            if not first or self.loop is None:
+                super().handle_exit(sig, frame)
+                return
+            self.draining = True
+            self._captured_signals.append(sig)
+            self.loop.call_soon_threadsafe(self._start_drain)
+
+        def _start_drain(self) -> None:
+            assert self.loop is not None
+            self._drain_task = self.loop.create_task(self._drain())
+
+        async def _drain(self) -> None:
+            logging.getLogger("murano").info(
+                "shutting down: draining jobs in flight (up to %.0f s)", drain_timeout_s
+            )
+            try:
+                await engine.drain(drain_timeout_s)
+            finally:
+                self.should_exit = True
+
+    return DrainingServer(config)

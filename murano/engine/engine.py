@@ -107,6 +107,8 @@ class Engine:
         self._idle = asyncio.Event()
         self._idle.set()
         self.draining = False
+        # Called with every job as it is queued (observers: progress streams, tests).
+        self.on_submit: list[Callable[[GenerationJob], None]] = []
         self._queues = {
             entry.id: ModelQueue(
                 entry.id,
@@ -184,6 +186,8 @@ class Engine:
         self.check_room(job.params.model_id)
         self._queues[job.params.model_id].submit(job)
         self._track(job)
+        for observer in self.on_submit:
+            observer(job)
 
     def cancel(self, job: GenerationJob, error: MuranoError | None = None) -> bool:
         """End `job` as cancelled in whatever state it is, short of delivered: a queued job
@@ -213,10 +217,12 @@ class Engine:
     def _track(self, job: GenerationJob) -> None:
         self._jobs.add(job)
         self._idle.clear()
+        self.metrics.jobs_in_flight.set(len(self._jobs))
         job.add_listener(_StateTimer(job, self.metrics, self._ended))
 
     def _ended(self, job: GenerationJob) -> None:
         self._jobs.discard(job)
+        self.metrics.jobs_in_flight.set(len(self._jobs))
         if not self._jobs:
             self._idle.set()
 

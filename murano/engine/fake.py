@@ -2,7 +2,8 @@
 (prompt, negative prompt, seed, size, steps, cfg), so batching can be checked exactly; it
 records every batch and the steps it really ran, and tests can hold it at each stage:
 
-- `gate`: the device thread waits for it before the first step (`started` is set first);
+- `gate`: the device thread waits for it before the first step (`started` is set first,
+  `ran` once the steps are done);
 - `step_hook(step, steps)`: called on the device thread after each step, before the step
   control is asked whether to go on;
 - `fail_when(batch)`: raise instead of returning images.
@@ -35,6 +36,8 @@ class FakeBackend:
         self.gate: threading.Event | None = None
         self.step_hook: Callable[[int, int], None] | None = None
         self.started = threading.Event()
+        # Set each time a batch has run its steps.
+        self.ran = threading.Event()
         self.unloaded = False
 
     def generate(
@@ -54,6 +57,7 @@ class FakeBackend:
             if control is not None and not control.on_step(step, steps, flat.copy):
                 break
         self.steps_run.append(ran)
+        self.ran.set()
         if self.fail_when(batch):
             raise RuntimeError("injected failure")
         return images

@@ -32,5 +32,6 @@ async def test_one_json_line_per_request(
     assert entry["status"] == 200 and entry["model"] == "test-model" and entry["images"] == 2
     assert entry["route"] == "/api/v1/image/generate" and entry["request_id"]
     assert set(entry["timing"]) >= {"inferenceDuration", "total"}
+    assert entry["job_state"] == "delivered"
     everything = "\n".join(r.getMessage() for r in caplog.records)
     assert "secret lighthouse" not in everything and API_KEY not in everything

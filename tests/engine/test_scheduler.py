@@ -231,3 +231,29 @@ async def test_safe_mode_flags_come_from_one_classifier_call(parts: FakeEnginePa
     assert calls == [4]
     assert None in seen
     await engine.close()
+
+
+async def test_the_worker_waits_for_post_processing(parts: FakeEngineParts) -> None:
+    """Back-pressure: with finished batches piling up, the device takes no new batch."""
+    engine = fake_engine(parts, config=SchedulerConfig(max_pending_batches=0, max_batch_images=1))
+    await engine.ensure_loaded("test-model")
+    hold = threading.Event()
+
+    def slow_finish(images: Sequence[Image], flags: Sequence[bool] | None) -> list[Image]:
+        hold.wait(timeout=30)
+        return list(images)
+
+    first = GenerationJob(params=params(seed=1), finish=slow_finish)
+    second = job(engine, params(seed=2))
+    engine.submit(first)
+    engine.submit(second)
+    while first.state is not JobState.POSTPROCESSING:
+        await asyncio.sleep(0.01)
+    # One batch waits for the CPU pool: the second job stays queued, off the device.
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert second.state is JobState.QUEUED and len(parts.backends["test-model"].batches) == 1
+    hold.set()
+    await asyncio.gather(first.future, second.future)
+    assert len(parts.backends["test-model"].batches) == 2
+    await engine.close()
