@@ -227,6 +227,12 @@ class AsyncJobs:
         admitted.result()
         try:
             await self.store.create(self._record(live))
+        except BaseException:
+            # Without its row the job could be neither followed nor delivered: stop it
+            # (its reservation is released) and answer the error.
+            if live.job is not None:
+                self.service.engine.cancel(live.job)
+            raise
         finally:
             live.stored.set()
         self._live[live.id] = live
