@@ -14,7 +14,9 @@ from fastapi import FastAPI
 
 from murano import __version__
 from murano.accounts.base import Accounts
+from murano.accounts.jobs import JobStore
 from murano.api import health, image, models, postops
+from murano.api.async_jobs import build_jobs
 from murano.api.delivery import DeliveryGuard
 from murano.api.errors import install_error_handlers
 from murano.api.middleware import BodyGuard, Compression, RequestContext
@@ -136,6 +138,7 @@ def create_app(
     payment_gate: PaymentGate | None = None,
     metrics: Metrics | None = None,
     gateway: Gateway | None = None,
+    job_store: JobStore | None = None,
 ) -> FastAPI:
     metrics = metrics or (engine.metrics if engine is not None else Metrics())
     if engine is None:
@@ -167,17 +170,20 @@ def create_app(
         payment_gate=payment_gate,
         gateway=gateway,
     )
+    jobs = build_jobs(settings, service, accounts, store=job_store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await accounts.start()  # prints the bootstrap admin key on a first start
         # Models load in the background so /healthz answers at once; /readyz waits.
         loading = asyncio.get_running_loop().create_task(engine.start())
+        await jobs.start()
         try:
             yield
         finally:
             # Normally `murano serve` has drained already (on SIGTERM); this covers the rest.
             await engine.drain(settings.drain_timeout_s)
+            await jobs.close()
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await loading
@@ -199,6 +205,7 @@ def create_app(
     app.state.accounts = accounts
     app.state.metrics = metrics
     app.state.service = service
+    app.state.jobs = jobs
     app.state.model_ids = [entry.id for entry in engine.catalog]
     install_error_handlers(app)
     for router in _routers():
@@ -273,10 +280,11 @@ def _add_cors(app: FastAPI, origins: list[str]) -> None:
 
 
 def _routers() -> list[Any]:
-    from murano.api import admin, edit
+    from murano.api import admin, edit, jobs
 
     return [
         image.router,
+        jobs.router,
         edit.router,
         postops.router,
         models.router,

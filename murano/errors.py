@@ -7,6 +7,7 @@ Venice's status code and JSON body, and nothing else does.
     ├── PayloadTooLarge           an input (image) over its size limit (field)
     ├── UnsupportedMediaType      an input that declares a type we cannot take (field)
     ├── ModelNotFound             no model with that id
+    ├── JobNotFound               no async job with that id for this caller
     ├── AuthenticationFailed      missing, unknown, revoked or expired credentials
     ├── Forbidden                 valid credentials without the right (admin API)
     ├── InsufficientBalance       the key's balance does not cover the request
@@ -38,6 +39,7 @@ __all__ = [
     "InsufficientBalance",
     "InvalidRequest",
     "JobCancelled",
+    "JobNotFound",
     "ModelAtCapacity",
     "ModelNotFound",
     "ModelUnavailable",
@@ -99,6 +101,12 @@ class ModelNotFound(MuranoError):
     def __init__(self, model: str) -> None:
         super().__init__("Specified model not found")
         self.model = model
+
+
+class JobNotFound(MuranoError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__("Specified job not found")
+        self.job_id = job_id
 
 
 class AuthenticationFailed(MuranoError):

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     allow_hide_watermark: bool = True
     visible_watermark: str | None = None
 
+    # Async jobs and webhooks: results kept this long; webhook hosts allowed (patterns);
+    # the Standard Webhooks signing secret (whsec_…; else `<data_dir>/webhook_secret`).
+    job_ttl_s: float = Field(default=3600.0, gt=0)
+    webhook_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_secret: str | None = None
+
     # x402 payments
     x402_pay_to: str | None = None
     x402_networks: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["eip155:8453"])
@@ -110,6 +116,7 @@ class Settings(BaseSettings):
         "x402_networks",
         "cors_origins",
         "fetch_allow",
+        "webhook_allow",
         mode="before",
     )(_split_csv)
 

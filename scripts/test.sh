@@ -5,7 +5,7 @@ set -euo pipefail
 MURANO_EXTRAS="[dev]"
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 # spandrel without torchvision (PyPI has none for a CPU torch); the tests stand in for it.
-"$VENV/bin/python" -m pip install --quiet --no-deps "spandrel>=0.4.2"
+"$VENV/bin/python" -m pip install --quiet --no-deps "spandrel==0.4.2"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 "$VENV/bin/ruff" check murano tests benchmarks
 "$VENV/bin/ruff" format --check murano tests benchmarks

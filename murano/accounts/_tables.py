@@ -28,9 +28,11 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "api_keys",
     "instances",
+    "jobs",
     "metadata",
     "reservations",
     "usage_records",
+    "webhook_deliveries",
     "x402_payments",
 ]
 
@@ -136,4 +138,41 @@ x402_payments = Table(
     Column("micros", BigInteger, nullable=False),
     Column("tx", String(128), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Async jobs (`murano.accounts.jobs`): one row per job, its result once delivered; deleted
+# after `expires_at`. `key_id` is no foreign key: static keys and x402 payers have no row.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("key_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("server", String(64), nullable=False),
+    Column("result", JSON, nullable=True),
+    Column("error", JSON, nullable=True),
+    Column("webhook", JSON, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_jobs_key_id_created_at", "key_id", "created_at"),
+    Index("ix_jobs_expires_at", "expires_at"),
+)
+
+# Webhook deliveries still owed (`murano.webhooks`): retried until delivered or given up.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("job_id", String(64), nullable=False, index=True),
+    Column("url", String(2048), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", String(500), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
 )

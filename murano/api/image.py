@@ -8,9 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from murano.accounts.base import Principal
-from murano.api.deps import CurrentPrincipal, Service
+from murano.api.delivery import Delivery
+from murano.api.deps import Connection, CurrentPrincipal, Service
 from murano.api.protocol import OPENAI_SIZES, GenerateImageRequest, OpenAIImageRequest
 from murano.api.serving import Generated, ImageService, OutputRequest
+from murano.api.streaming import openai_stream
 from murano.catalog.check import MAX_SIDE, GenerationParams
 from murano.catalog.styles import STYLE_NAMES
 from murano.errors import InvalidRequest
@@ -39,13 +41,14 @@ async def _generate(
     params: GenerationParams,
     output: OutputRequest,
     *,
+    delivery: Delivery,
     received: float,
     endpoint: str,
 ) -> Generated:
     """Both endpoints' common path: log fields, generate, log the timings."""
     _log(request, params, None)
     generated = await service.generate(
-        principal, params, output, received=received, endpoint=endpoint
+        principal, params, output, delivery=delivery, received=received, endpoint=endpoint
     )
     _log(request, params, generated)
     return generated
@@ -57,8 +60,41 @@ async def generate_image(
     request: Request,
     principal: CurrentPrincipal,
     service: Service,
+    delivery: Connection,
 ) -> Response:
     received = time.monotonic()
+    from murano.api import jobs  # imports this module
+
+    if jobs.prefers_async(request):
+        return await jobs.respond_async(request, body, principal, service)
+    params, output, echo = native_job(body, service)
+    generated = await _generate(
+        request,
+        principal,
+        service,
+        params,
+        output,
+        delivery=delivery,
+        received=received,
+        endpoint="image/generate",
+    )
+    if body.return_binary:
+        data = generated.rendered.images[0]
+        fmt = sniff_format(data) or body.format
+        return Response(data, media_type=MIME_TYPES[fmt], headers=generated.headers)
+    content = {
+        "id": f"generate-image-{request.state.request_id}",
+        "images": generated.rendered.base64_images(),
+        "timing": generated.timings.as_venice(),
+        "request": {"success": True, "data": echo},
+    }
+    return await service.json_response(content, headers=generated.headers)
+
+
+def native_job(
+    body: GenerateImageRequest, service: ImageService
+) -> tuple[GenerationParams, OutputRequest, dict[str, Any]]:
+    """A checked native request: its parameters, its output options and its echo."""
     if body.inpaint is not None:
         raise InvalidRequest(
             "inpaint", "inpaint is deprecated and was disabled on May 19th, 2025; omit it."
@@ -77,27 +113,7 @@ async def generate_image(
         binary=body.return_binary,
         as_base64=not body.return_binary,
     )
-    generated = await _generate(
-        request,
-        principal,
-        service,
-        params,
-        output,
-        received=received,
-        endpoint="image/generate",
-    )
-    if body.return_binary:
-        data = generated.rendered.images[0]
-        fmt = sniff_format(data) or body.format
-        return Response(data, media_type=MIME_TYPES[fmt], headers=generated.headers)
-    echo = _echo(body, params)
-    content = {
-        "id": f"generate-image-{request.state.request_id}",
-        "images": generated.rendered.base64_images(),
-        "timing": generated.timings.as_venice(),
-        "request": {"success": True, "data": echo},
-    }
-    return await service.json_response(content, headers=generated.headers)
+    return params, output, _echo(body, params)
 
 
 def _echo(body: GenerateImageRequest, params: GenerationParams) -> dict[str, Any]:
@@ -122,6 +138,7 @@ async def openai_generations(
     request: Request,
     principal: CurrentPrincipal,
     service: Service,
+    delivery: Connection,
 ) -> Response:
     received = time.monotonic()
     model = body.model if body.model in service.catalog else service.catalog.default_id
@@ -147,12 +164,26 @@ async def openai_generations(
         embed_metadata=False,
         as_base64=True,
     )
+    if body.stream:
+        _log(request, params, None)
+        return await openai_stream(
+            service,
+            principal,
+            params,
+            output,
+            delivery=delivery,
+            received=received,
+            partial_images=body.partial_images or 0,
+            quality=body.quality,
+            background=body.background,
+        )
     generated = await _generate(
         request,
         principal,
         service,
         params,
         output,
+        delivery=delivery,
         received=received,
         endpoint="images/generations",
     )

@@ -219,10 +219,20 @@ class Compression:
             return
         start: Message | None = None
         chunks: list[bytes] = []
+        streaming = False
 
         async def buffering_send(message: Message) -> None:
-            nonlocal start
+            nonlocal start, streaming
+            if streaming:
+                await send(message)
+                return
             if message["type"] == "http.response.start":
+                # Server-Sent Events go out as they come: buffering would hold them back.
+                kind = dict(message.get("headers", [])).get(b"content-type", b"")
+                if kind.startswith(b"text/event-stream"):
+                    streaming = True
+                    await send(message)
+                    return
                 start = message
                 return
             if message["type"] != "http.response.body" or start is None:

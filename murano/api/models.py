@@ -42,6 +42,8 @@ def model_response(entry: ModelEntry, engine: Engine) -> dict[str, Any]:
         spec["nextLoadAttempt"] = (
             datetime.fromtimestamp(status.retry_at_unix, UTC).isoformat().replace("+00:00", "Z")
         )
+    # The entry's speed settings (`[models.optimize]`), applied at load.
+    spec["optimizations"] = entry.optimize.report()
     return {
         "created": entry.created,
         "id": entry.id,

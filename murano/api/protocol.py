@@ -12,6 +12,7 @@ __all__ = [
     "OPENAI_SIZES",
     "GenerateImageRequest",
     "ImageFormat",
+    "JobRequest",
     "OpenAIImageRequest",
     "StyleReference",
 ]
@@ -62,6 +63,16 @@ class GenerateImageRequest(_Strict):
     inpaint: Any = None
 
 
+WebhookEvent = Literal["queued", "started", "completed", "failed", "cancelled"]
+
+
+class JobRequest(GenerateImageRequest):
+    """`POST /api/v1/image/jobs`: the native request, run as an async job, plus a webhook."""
+
+    webhook_url: Annotated[StrictStr, Field(min_length=1, max_length=2048)] | None = None
+    webhook_events: Annotated[list[WebhookEvent], Field(min_length=1)] | None = None
+
+
 OPENAI_SIZES: dict[str, tuple[int, int] | None] = {
     "auto": None,
     "256x256": (256, 256),
@@ -102,3 +113,6 @@ class OpenAIImageRequest(_Strict):
     quality: Literal["auto", "high", "medium", "low", "hd", "standard"] | None = "auto"
     style: Literal["vivid", "natural"] | None = "natural"
     user: StrictStr | None = None
+    # OpenAI streaming: Server-Sent Events with `partial_images` previews, then the image.
+    stream: StrictBool | None = False
+    partial_images: Annotated[StrictInt, Field(ge=0, le=3)] | None = None

@@ -157,6 +157,9 @@ class ModelEntry(BaseModel):
     components: dict[str, ComponentEntry] = Field(default_factory=dict)
     created: int = 0
     loras: list[LoraEntry] = Field(default_factory=list)
+    # A tiny VAE for live previews (diffusers AutoencoderTiny: a repo id or a directory);
+    # None: the family's linear latent-to-RGB projection (`murano.engine.previews`).
+    preview_vae: str | None = None
     model_spec: ModelSpec
     # `[models.optimize]`: speed settings applied at load (murano.catalog.optimize).
     optimize: OptimizeSettings = Field(default_factory=OptimizeSettings)

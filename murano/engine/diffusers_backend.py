@@ -15,7 +15,8 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from murano.engine.backend import StepControl
 from murano.engine.families import Adapter, adapter_for
 from murano.engine.families.base import expand
 from murano.engine.lora import LoraScaler, load_loras
+from murano.engine.previews import TinyVaeDecoder
 
 __all__ = [
     "DiffusersBackend",
@@ -183,6 +185,7 @@ class DiffusersBackend:
         # Image-to-image and inpainting pipelines made from `pipeline` on first use; they
         # share its components (`from_pipe`), so they add no weights.
         self._derived: dict[str, Any] = {}
+        self._preview_vae: TinyVaeDecoder | None = None
 
     def pipeline_for(self, task: str) -> Any:
         """The pipeline that runs `task`: the loaded one for text-to-image and instruction
@@ -224,7 +227,7 @@ class DiffusersBackend:
             self.adapter.edit_kwargs(batch, kwargs)
             kwargs = _accepted(pipe, kwargs)
         if control is not None and _takes_step_callback(pipe):
-            kwargs["callback_on_step_end"] = _StepCallback(control, kwargs)
+            kwargs["callback_on_step_end"] = _StepCallback(control, kwargs, self._previewer(batch))
             kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
         with (
             torch.inference_mode(),
@@ -239,6 +242,17 @@ class DiffusersBackend:
             result.append(images[offset : offset + params.images])
             offset += params.images
         return result
+
+    def _previewer(self, batch: Sequence[GenerationParams]) -> Callable[[Any], list[Image]]:
+        """Cheap previews of this batch's latents (`murano.engine.previews`): the family's
+        latent-to-RGB projection, or the entry's tiny VAE, loaded on first use."""
+        from murano.engine.previews import TinyVaeDecoder, preview_images
+
+        if self.entry.preview_vae is not None and self._preview_vae is None:
+            self._preview_vae = TinyVaeDecoder(self.entry.preview_vae, device=self.device)
+        decoder, family = self._preview_vae, self.entry.family
+        width, height = batch[0].width, batch[0].height
+        return partial(preview_images, family, width=width, height=height, decoder=decoder)
 
     def unload(self) -> None:
         import gc
@@ -276,16 +290,25 @@ class _StepCallback:
     `StepControl`, and sets the pipeline's interrupt flag when it says stop (the pipeline
     then skips its remaining steps)."""
 
-    def __init__(self, control: StepControl, call_kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        control: StepControl,
+        call_kwargs: dict[str, Any],
+        previewer: Callable[[Any], list[Image]] | None = None,
+    ) -> None:
         self.control = control
         self.steps = int(call_kwargs.get("num_inference_steps", 0))
+        self.previewer = previewer
 
     def __call__(
         self, pipe: Any, step_index: int, _timestep: Any, tensors: dict[str, Any]
     ) -> dict[str, Any]:
         latents = tensors.get("latents")
         steps = self.steps or int(getattr(pipe, "num_timesteps", 0))
-        preview = (lambda: _decode_preview(pipe, latents)) if latents is not None else None
+        preview = None
+        if latents is not None:
+            make = self.previewer or (lambda current: _decode_preview(pipe, current))
+            preview = partial(make, latents)
         if not self.control.on_step(step_index + 1, steps, preview):
             pipe._interrupt = True
         return tensors

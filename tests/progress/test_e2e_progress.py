@@ -1,0 +1,165 @@
+"""The real server in subprocesses: the official `openai` SDK streaming partial images and
+the final image; an async job created on one server and served, with its result, by a
+second server process on the same PostgreSQL database."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import openai
+import pytest
+from openai.types import ImageGenCompletedEvent, ImageGenPartialImageEvent
+from PIL import Image
+
+from tests.accounts.conftest import POSTGRES_URL
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+KEY = "e2e-progress-key-0123"
+MODEL = "murano-tiny"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = data_dir / "server.log"
+        self._log = self.log_path.open("w")
+        argv = [sys.executable, "-m", "murano", "serve", "--port", str(self.port)]
+        self.process = subprocess.Popen(
+            [*argv, "--data-dir", str(data_dir)],
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "MURANO_API_KEYS": KEY, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"server not ready:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    one = Server(tmp_path_factory.mktemp("stream"), {"MURANO_ACCOUNTS_BACKEND": "static"})
+    try:
+        one.wait_ready()
+        yield one.base
+    finally:
+        one.stop()
+
+
+def test_openai_sdk_streams_partial_images_then_the_image(server: str) -> None:
+    with openai.OpenAI(base_url=f"{server}/api/v1", api_key=KEY) as client:
+        stream = client.images.generate(
+            model=MODEL, prompt="a red boat", size="256x256", stream=True, partial_images=2
+        )
+        with stream:
+            events = list(stream)
+    partials = [e for e in events if isinstance(e, ImageGenPartialImageEvent)]
+    assert [e.partial_image_index for e in partials] == [0, 1]
+    assert isinstance(events[-1], ImageGenCompletedEvent)
+    final = events[-1]
+    assert (final.size, final.output_format, final.usage.total_tokens) == ("256x256", "png", 0)
+    image = Image.open(io.BytesIO(base64.b64decode(final.b64_json)))
+    assert image.format == "PNG" and image.size == (256, 256)
+    for partial in partials:
+        assert Image.open(io.BytesIO(base64.b64decode(partial.b64_json))).format == "PNG"
+
+
+def test_a_streamed_request_that_is_refused_is_a_plain_error(server: str) -> None:
+    with (
+        openai.OpenAI(base_url=f"{server}/api/v1", api_key=KEY) as client,
+        pytest.raises(openai.BadRequestError),
+    ):
+        client.images.generate(
+            model=MODEL, prompt="x" * 1501, size="256x256", stream=True, partial_images=1
+        )
+
+
+@pytest.fixture
+def shared_database() -> Iterator[str]:
+    import asyncio
+
+    name = f"t_{secrets.token_hex(6)}"
+
+    async def run(sql: str) -> None:
+        admin = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await admin.execute(sql)
+        finally:
+            await admin.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.mark.postgres
+def test_a_job_id_works_on_a_second_server_sharing_the_database(
+    tmp_path: Path, shared_database: str
+) -> None:
+    env = {"MURANO_DATABASE_URL": shared_database}
+    first = Server(tmp_path / "a", env)
+    try:
+        first.wait_ready()  # migrates the database first
+        second = Server(tmp_path / "b", env)
+        try:
+            second.wait_ready()
+            headers = {"Authorization": f"Bearer {KEY}", "Prefer": "respond-async"}
+            request = {"model": MODEL, "prompt": "a lighthouse", "width": 256, "height": 256}
+            accepted = httpx.post(
+                f"{first.base}/api/v1/image/generate", json=request, headers=headers, timeout=60
+            )
+            assert accepted.status_code == 202, accepted.text
+            url = f"/api/v1/image/jobs/{accepted.json()['id']}"
+            view = {}
+            for _ in range(600):
+                view = httpx.get(f"{second.base}{url}", headers=headers, timeout=10).json()
+                if view["status"] == "delivered":
+                    break
+                time.sleep(0.1)
+            assert view["status"] == "delivered", view
+            assert len(view["result"]["images"]) == 1
+            events = httpx.get(f"{second.base}{url}/events", headers=headers, timeout=10)
+            assert events.text.startswith("event: completed\n")
+            other = {"Authorization": "Bearer nobody"}
+            assert httpx.get(f"{second.base}{url}", headers=other).status_code == 401
+        finally:
+            second.stop()
+    finally:
+        first.stop()
