@@ -156,9 +156,10 @@ async def openai_stream(
     endpoint: str = "images/generations",
     prefix: EventPrefix = "image_generation",
 ) -> Response:
-    """`POST /images/generations` or `/images/edits` with `stream: true`. Admission happens before the stream
-    starts (a refusal is an ordinary 4xx); partial images are the job's live previews at
-    `partial_steps`; the charge settles when the completed event has been sent."""
+    """`POST /images/generations` or `/images/edits` (`endpoint`, events named `prefix`)
+    with `stream: true`. Admission happens before the stream starts (a refusal is an
+    ordinary 4xx); partial images are the job's live previews at `partial_steps`; the
+    charge settles when the completed event has been sent."""
     loop = asyncio.get_running_loop()
     targets = set(partial_steps(params.steps, partial_images))
     previews: asyncio.Queue[Image | None] = asyncio.Queue()
