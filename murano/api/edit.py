@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from PIL.Image import Image
 
 from murano.accounts.base import Principal
-from murano.api.deps import CurrentPrincipal, Service
+from murano.api.deps import Connection, CurrentPrincipal, Service
 from murano.api.edit_protocol import (
     EditImageRequest,
     MultiEditImageRequest,
@@ -30,6 +30,7 @@ from murano.api.edit_protocol import (
     parse_body,
 )
 from murano.api.serving import Generated, ImageService, OutputRequest
+from murano.api.streaming import openai_stream
 from murano.catalog.check import GenerationParams
 from murano.catalog.editing import attach_inputs, can_edit, check_edit
 from murano.catalog.entries import Catalog, ModelEntry
@@ -231,7 +232,9 @@ def _openai_mask(data: bytes, size: tuple[int, int]) -> Image:
 
 
 @router.post("/images/edits", response_model=None)
-async def openai_edits(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
+async def openai_edits(
+    request: Request, principal: CurrentPrincipal, service: Service, delivery: Connection
+) -> Response:
     received = time.monotonic()
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise InvalidRequest("body", "images/edits takes multipart/form-data, as OpenAI's API.")
@@ -247,6 +250,21 @@ async def openai_edits(request: Request, principal: CurrentPrincipal, service: S
     params = await asyncio.to_thread(attach_inputs, params, images, mask)
     fmt: ImageFormat = body.output_format or "png"
     output = OutputRequest(fmt=fmt, safe_mode=True, hide_watermark=False, embed_metadata=False)
+    if body.stream:
+        request.state.log_fields = {"model": params.model_id, "images": params.images}
+        return await openai_stream(
+            service,
+            principal,
+            params,
+            output,
+            delivery=delivery,
+            received=received,
+            partial_images=body.partial_images or 0,
+            quality=body.quality,
+            background=body.background,
+            endpoint="images/edits",
+            prefix="image_edit",
+        )
     generated = await _run(
         request, principal, service, params, output, received=received, endpoint="images/edits"
     )

@@ -94,6 +94,9 @@ class OpenAIEditRequest(_Strict):
     input_fidelity: Literal["high", "low"] | None = None
     output_compression: Annotated[StrictInt, Field(ge=0, le=100)] | None = 100
     user: StrictStr | None = None
+    # OpenAI streaming: Server-Sent Events with `partial_images` previews, then the image.
+    stream: StrictBool | None = False
+    partial_images: Annotated[StrictInt, Field(ge=0, le=3)] | None = None
 
 
 def output_format(asked: str | None, resolution: str) -> ImageFormat:
@@ -107,8 +110,8 @@ Model = TypeVar("Model", bound=BaseModel)
 
 # Form fields that hold files (several parts allowed) and those that hold typed values.
 _LIST_FIELDS = {"images", "image"}
-_BOOLS = {"safe_mode", "enhance_prompt", "disable_prompt_optimization_thinking"}
-_INTS = {"n", "output_compression"}
+_BOOLS = {"safe_mode", "enhance_prompt", "disable_prompt_optimization_thinking", "stream"}
+_INTS = {"n", "output_compression", "partial_images"}
 
 
 async def parse_body(request: Request, model: type[Model]) -> Model:

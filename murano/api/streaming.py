@@ -1,7 +1,8 @@
-"""Server-Sent Events: the framing, and OpenAI's image-generation stream events exactly as
-the official `openai` SDK parses them (`ImageGenPartialImageEvent`,
-`ImageGenCompletedEvent`: an `event:` line naming the type, one `data:` line of JSON whose
-`type` repeats it). A failure after the stream has started is an `error` event with
+"""Server-Sent Events: the framing, and OpenAI's image stream events exactly as the official
+`openai` SDK parses them (`ImageGenPartialImageEvent` and `ImageGenCompletedEvent` for
+generation, `ImageEditPartialImageEvent` and `ImageEditCompletedEvent` for edits, which
+differ only in the type's prefix: an `event:` line naming the type, one `data:` line of JSON
+whose `type` repeats it). A failure after the stream has started is an `error` event with
 OpenAI's `{"error": {...}}` body, which the SDK raises as `APIError`.
 """
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SSE_HEADERS",
+    "EventPrefix",
     "openai_completed",
     "openai_error",
     "openai_partial",
@@ -43,6 +45,8 @@ __all__ = [
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 _QUALITIES = ("low", "medium", "high", "auto")
+# The event-type prefix per endpoint: `image_generation.completed`, `image_edit.completed`.
+EventPrefix = Literal["image_generation", "image_edit"]
 _BACKGROUNDS = ("transparent", "opaque", "auto")
 
 
@@ -89,8 +93,9 @@ def openai_partial(
     output_format: str,
     quality: str | None = None,
     background: str | None = None,
+    prefix: EventPrefix = "image_generation",
 ) -> bytes:
-    kind = "image_generation.partial_image"
+    kind = f"{prefix}.partial_image"
     data = _common(
         b64,
         width=width,
@@ -110,8 +115,9 @@ def openai_completed(
     output_format: str,
     quality: str | None = None,
     background: str | None = None,
+    prefix: EventPrefix = "image_generation",
 ) -> bytes:
-    kind = "image_generation.completed"
+    kind = f"{prefix}.completed"
     data = _common(
         b64,
         width=width,
@@ -147,10 +153,13 @@ async def openai_stream(
     partial_images: int,
     quality: str | None,
     background: str | None,
+    endpoint: str = "images/generations",
+    prefix: EventPrefix = "image_generation",
 ) -> Response:
-    """`POST /images/generations` with `stream: true`. Admission happens before the stream
-    starts (a refusal is an ordinary 4xx); partial images are the job's live previews at
-    `partial_steps`; the charge settles when the completed event has been sent."""
+    """`POST /images/generations` or `/images/edits` (`endpoint`, events named `prefix`)
+    with `stream: true`. Admission happens before the stream starts (a refusal is an
+    ordinary 4xx); partial images are the job's live previews at `partial_steps`; the
+    charge settles when the completed event has been sent."""
     loop = asyncio.get_running_loop()
     targets = set(partial_steps(params.steps, partial_images))
     previews: asyncio.Queue[Image | None] = asyncio.Queue()
@@ -174,7 +183,7 @@ async def openai_stream(
             params,
             output,
             delivery=delivery,
-            endpoint="images/generations",
+            endpoint=endpoint,
             received=received,
             preview_every=1 if targets else 0,
             on_job=on_job,
@@ -205,6 +214,7 @@ async def openai_stream(
                 output_format=output.fmt,
                 quality=quality,
                 background=background,
+                prefix=prefix,
             )
             index += 1
         try:
@@ -223,6 +233,7 @@ async def openai_stream(
             output_format=output.fmt,
             quality=quality,
             background=background,
+            prefix=prefix,
         )
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)

@@ -1,6 +1,6 @@
 """The real server in subprocesses: the official `openai` SDK streaming partial images and
-the final image; an async job created on one server and served, with its result, by a
-second server process on the same PostgreSQL database."""
+the final image (generation and edits); an async job created on one server and served,
+with its result, by a second server process on the same PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -19,7 +19,12 @@ import asyncpg
 import httpx
 import openai
 import pytest
-from openai.types import ImageGenCompletedEvent, ImageGenPartialImageEvent
+from openai.types import (
+    ImageEditCompletedEvent,
+    ImageEditPartialImageEvent,
+    ImageGenCompletedEvent,
+    ImageGenPartialImageEvent,
+)
 from PIL import Image
 
 from tests.accounts.conftest import POSTGRES_URL
@@ -97,6 +102,33 @@ def test_openai_sdk_streams_partial_images_then_the_image(server: str) -> None:
     assert image.format == "PNG" and image.size == (256, 256)
     for partial in partials:
         assert Image.open(io.BytesIO(base64.b64decode(partial.b64_json))).format == "PNG"
+
+
+def test_openai_sdk_streams_an_edit(server: str) -> None:
+    source = io.BytesIO()
+    Image.new("RGB", (256, 256), (200, 40, 40)).save(source, "PNG")
+    with openai.OpenAI(base_url=f"{server}/api/v1", api_key=KEY) as client:
+        stream = client.images.edit(
+            model=MODEL,
+            image=("in.png", source.getvalue(), "image/png"),
+            prompt="a blue hat",
+            size="256x256",
+            stream=True,
+            partial_images=1,
+        )
+        with stream:
+            events = list(stream)
+    partials = [e for e in events if isinstance(e, ImageEditPartialImageEvent)]
+    assert [e.partial_image_index for e in partials] == [0]
+    final = events[-1]
+    assert isinstance(final, ImageEditCompletedEvent)
+    assert (final.type, final.size, final.output_format) == (
+        "image_edit.completed",
+        "256x256",
+        "png",
+    )
+    image = Image.open(io.BytesIO(base64.b64decode(final.b64_json)))
+    assert image.format == "PNG" and image.size == (256, 256)
 
 
 def test_a_streamed_request_that_is_refused_is_a_plain_error(server: str) -> None:
