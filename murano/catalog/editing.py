@@ -43,6 +43,8 @@ INPAINT_STRENGTH = 0.9
 
 
 def can_edit(entry: ModelEntry) -> bool:
+    if entry.upstream is not None:
+        return entry.upstream.edits
     return entry.type == "image" and entry.family_info.edit is not None
 
 
@@ -95,9 +97,18 @@ def edit_size(
     return width, height, tier
 
 
+def _upstream_task(entry: ModelEntry, masked: bool) -> Task:
+    """An upstream edits as it sees fit: every input goes to it (`edit`), or, with a mask
+    (OpenAI's `/images/edits` only), the first image and the mask at the output size."""
+    assert entry.upstream is not None
+    if masked and entry.upstream.kind != "openai":
+        raise UnsupportedFeature("mask", entry.id, f"Model '{entry.id}' cannot use a mask.")
+    return "inpaint" if masked else "edit"
+
+
 def _task(entry: ModelEntry, inputs: int, masked: bool) -> Task:
     family = entry.family_info
-    if family.edit is None:
+    if family.edit is None or (entry.upstream is not None and not entry.upstream.edits):
         raise UnsupportedFeature(
             "model",
             entry.id,
@@ -110,6 +121,8 @@ def _task(entry: ModelEntry, inputs: int, masked: bool) -> Task:
             "images",
             f"Model '{entry.id}' takes at most {limit} input image(s); got {inputs}.",
         )
+    if entry.upstream is not None:
+        return _upstream_task(entry, masked)
     if masked:
         if not family.inpaint:
             raise UnsupportedFeature(

@@ -122,6 +122,10 @@ class UpstreamEntry(BaseModel):
     watermark: bool = False
     embed_metadata: bool = False
     safety_check: bool = False
+    # The upstream edits images too: murano's edit endpoints forward to it (Venice:
+    # /image/edit or /image/multi-edit; OpenAI: /images/edits), and `type=inpaint` lists
+    # the model. How many inputs one edit takes: `model_spec.constraints.maxInputImages`.
+    edits: bool = False
 
 
 class ModelEntry(BaseModel):

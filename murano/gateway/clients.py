@@ -7,6 +7,7 @@ sends it, and reads the images out of a successful answer. Deciding what a failu
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,15 @@ import httpx
 
 from murano import __version__
 from murano.catalog.entries import ModelEntry, UpstreamEntry
-from murano.gateway.translate import UpstreamRequest, decode_b64, openai_body, venice_body
+from murano.gateway.translate import (
+    UpstreamRequest,
+    decode_b64,
+    openai_body,
+    openai_edit_form,
+    venice_body,
+    venice_edit_body,
+    venice_edit_path,
+)
 
 __all__ = ["OpenAIClient", "UpstreamClient", "UpstreamImages", "VeniceClient", "client_for"]
 
@@ -41,11 +50,21 @@ class UpstreamClient:
         raise NotImplementedError
 
     async def send(self, entry: ModelEntry, request: UpstreamRequest, key: str) -> httpx.Response:
+        if request.params.is_edit:
+            return await self.send_edit(entry, request, key)
+        return await self._post(self.path, key, json=self.body(entry, request))
+
+    async def send_edit(
+        self, entry: ModelEntry, request: UpstreamRequest, key: str
+    ) -> httpx.Response:
+        raise NotImplementedError
+
+    async def _post(self, path: str, key: str, **content: Any) -> httpx.Response:
         return await self.http.post(
-            self.upstream.base_url.rstrip("/") + self.path,
-            json=self.body(entry, request),
+            self.upstream.base_url.rstrip("/") + path,
             headers={"Authorization": f"Bearer {key}", "User-Agent": f"murano/{__version__}"},
             timeout=self.upstream.timeout_s,
+            **content,
         )
 
     async def images(self, response: httpx.Response) -> UpstreamImages:
@@ -59,7 +78,22 @@ class VeniceClient(UpstreamClient):
     def body(self, entry: ModelEntry, request: UpstreamRequest) -> dict[str, Any]:
         return venice_body(entry, self.upstream, request)
 
+    async def send_edit(
+        self, entry: ModelEntry, request: UpstreamRequest, key: str
+    ) -> httpx.Response:
+        body = await asyncio.to_thread(venice_edit_body, entry, self.upstream, request)
+        return await self._post(venice_edit_path(request), key, json=body)
+
     async def images(self, response: httpx.Response) -> UpstreamImages:
+        if response.headers.get("content-type", "").startswith("image/"):
+            # The edit endpoints answer with the image itself.
+            if not response.content:
+                raise ValueError("the answer is an empty image")
+            return UpstreamImages(
+                [response.content],
+                blurred=response.headers.get("x-venice-is-blurred") == "true",
+                content_violation=response.headers.get("x-venice-is-content-violation") == "true",
+            )
         data = _json(response)
         images = data.get("images")
         if not isinstance(images, list) or not images:
@@ -76,6 +110,12 @@ class OpenAIClient(UpstreamClient):
 
     def body(self, entry: ModelEntry, request: UpstreamRequest) -> dict[str, Any]:
         return openai_body(entry, self.upstream, request)
+
+    async def send_edit(
+        self, entry: ModelEntry, request: UpstreamRequest, key: str
+    ) -> httpx.Response:
+        fields, files = await asyncio.to_thread(openai_edit_form, entry, self.upstream, request)
+        return await self._post("/images/edits", key, data=fields, files=files)
 
     async def images(self, response: httpx.Response) -> UpstreamImages:
         data = _json(response).get("data")

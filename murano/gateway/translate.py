@@ -7,6 +7,10 @@
     format                         ↔    format                       (re-encoded here)
     images (bytes)                 ←    images[] (base64)        ←   data[].b64_json / url
 
+Edits (`params.is_edit`): Venice gets JSON with base64 PNG inputs at `/image/edit` (one
+input) or `/image/multi-edit` (several), the output's aspect ratio and tier; OpenAI gets
+multipart `image[]` (and `mask`, transparent where it repaints) at `/images/edits`.
+
 Pure functions; nothing here does I/O.
 """
 
@@ -14,11 +18,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import math
 from dataclasses import dataclass
 from typing import Any
 
+from PIL import Image as PILImage
+from PIL.Image import Image
+
 from murano.catalog.check import GenerationParams, size_for_aspect_ratio
+from murano.catalog.editing import EDIT_ASPECT_RATIOS
 from murano.catalog.entries import ModelEntry, UpstreamEntry
 from murano.imaging.encode import ImageFormat
 
@@ -28,9 +37,12 @@ __all__ = [
     "closest_size",
     "decode_b64",
     "openai_body",
+    "openai_edit_form",
     "ratio_for_size",
     "upstream_model",
     "venice_body",
+    "venice_edit_body",
+    "venice_edit_path",
 ]
 
 
@@ -136,6 +148,72 @@ def openai_body(
         "n": params.images,
         "size": size,
     }
+
+
+def _png(image: Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def _edit_ratio(entry: ModelEntry, params: GenerationParams) -> str | None:
+    """The edit's aspect ratio (of those the edit endpoints take) that gave its output
+    size; None when it came from the input's own ratio (the upstream's `auto`)."""
+    tier = (params.resolution or "1K").upper()
+    listed = [r for r in entry.constraints.aspectRatios or [] if r != "auto"]
+    for ratio in listed or EDIT_ASPECT_RATIOS:
+        size = size_for_aspect_ratio(ratio, tier, entry.constraints.widthHeightDivisor)
+        if size == (params.width, params.height):
+            return ratio
+    return None
+
+
+def venice_edit_path(request: UpstreamRequest) -> str:
+    return "/image/edit" if len(request.params.init_images) == 1 else "/image/multi-edit"
+
+
+def venice_edit_body(
+    entry: ModelEntry, upstream: UpstreamEntry, request: UpstreamRequest
+) -> dict[str, Any]:
+    """A Venice `POST /image/edit` or `/image/multi-edit` body (PNG inputs in base64);
+    the answer is the edited image itself."""
+    params = request.params
+    inputs = [base64.b64encode(_png(image)).decode() for image in params.init_images]
+    body: dict[str, Any] = {
+        "modelId": upstream_model(entry, upstream),
+        "prompt": params.prompt,
+        "output_format": request.fmt,
+        "safe_mode": request.safe_mode,
+    }
+    if len(inputs) == 1:
+        body["image"] = inputs[0]
+    else:
+        body["images"] = inputs
+    ratio = _edit_ratio(entry, params)
+    body["aspect_ratio"] = ratio or "auto"
+    if params.resolution is not None:
+        body["resolution"] = params.resolution
+    return body
+
+
+def openai_edit_form(
+    entry: ModelEntry, upstream: UpstreamEntry, request: UpstreamRequest
+) -> tuple[dict[str, str], list[tuple[str, tuple[str, bytes, str]]]]:
+    """An OpenAI `POST /images/edits` multipart form: its fields and its files (`image[]`
+    per input, `mask` as a PNG whose transparent pixels are repainted)."""
+    fields = {k: str(v) for k, v in openai_body(entry, upstream, request).items()}
+    params = request.params
+    files = [
+        ("image[]", (f"image-{i}.png", _png(image), "image/png"))
+        for i, image in enumerate(params.init_images)
+    ]
+    if params.mask is not None:
+        # murano's mask is white where it repaints; OpenAI's is transparent there.
+        alpha = params.mask.point(lambda v: 255 - v)
+        rgba = PILImage.new("RGBA", params.mask.size, (0, 0, 0, 255))
+        rgba.putalpha(alpha)
+        files.append(("mask", ("mask.png", _png(rgba), "image/png")))
+    return fields, files
 
 
 def decode_b64(value: object) -> bytes:

@@ -100,6 +100,31 @@ def gateway_catalog() -> Catalog:
                 "openai-exact",
                 {"kind": "openai", "base_url": OPENAI_URL, "key_env": "OPENAI_KEY"},
             ),
+            upstream_entry(
+                "proxied-edit",
+                {**venice("test-model"), "edits": True},
+                constraints={
+                    "promptCharacterLimit": 500,
+                    "widthHeightDivisor": 8,
+                    "maxInputImages": 3,
+                },
+                pricing={"generation": {"usd": 0.05}, "inpaint": {"usd": 0.07}},
+            ),
+            upstream_entry(
+                "openai-edit",
+                {
+                    "kind": "openai",
+                    "base_url": OPENAI_URL,
+                    "key_env": "OPENAI_KEY",
+                    "model": "gpt-image-1",
+                    "edits": True,
+                },
+                constraints={
+                    "promptCharacterLimit": 500,
+                    "widthHeightDivisor": 16,
+                    "maxInputImages": 2,
+                },
+            ),
         ],
         "test-model",
     )
@@ -134,6 +159,27 @@ class FakeOpenAI:
             value = f"data:image/png;base64,{data}" if key == "url" else data
             items = [{key: value} for _ in range(body.get("n", 1))]
             return JSONResponse({"created": int(time.time()), "data": items})
+
+        @app.post("/v1/images/edits")
+        async def edits(request: Request) -> JSONResponse:
+            async with request.form() as form:
+                fields = {k: v for k, v in form.items() if isinstance(v, str)}
+                uploads = {k: [u.filename for u in form.getlist(k)] for k in ("image[]", "mask")}
+                mask = form.get("mask")
+                if mask is not None and not isinstance(mask, str):
+                    with Image.open(io.BytesIO(await mask.read())) as picture:
+                        alpha = picture.getchannel("A")
+                        # Transparent (0) where OpenAI repaints.
+                        fields["mask_alpha"] = (
+                            f"{alpha.getpixel((0, 0))},{alpha.getpixel((alpha.width - 1, 0))}"
+                        )
+            self.requests.append((dict(request.headers), {**fields, "files": uploads}))
+            if fields["prompt"] == "refuse":
+                error = {"message": "Your request was rejected", "type": "invalid_request_error"}
+                return JSONResponse({"error": error}, status_code=400)
+            width, height = (int(v) for v in fields.get("size", "1024x1024").split("x"))
+            data = base64.b64encode(png(width // 16, height // 16)).decode()
+            return JSONResponse({"created": int(time.time()), "data": [{"b64_json": data}]})
 
         return app
 
