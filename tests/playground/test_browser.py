@@ -227,6 +227,27 @@ def test_a_failed_asynchronous_job_is_shown_in_the_alert(page: Page, server: Liv
     expect(page.get_by_role("img", name="Generated image")).to_have_count(0)
 
 
+def test_leaving_the_page_mid_job_cancels_it(page: Page, server: LiveServer) -> None:
+    """A job outlives its connection: closing or leaving the page mid-job cancels it."""
+    self_link = "/api/v1/image/jobs/job-2"
+    job = {"id": "job-2", "status": "queued", "queuePosition": 0}
+    job["links"] = {"self": self_link, "events": f"{self_link}/events"}
+    page.route("**/api/v1/image/generate", lambda route: route.fulfill(status=202, json=job))
+    page.route(f"**{self_link}/events", lambda route: None)  # the job never ends
+    page.context.route(f"**{self_link}", lambda route: route.fulfill(json=job))
+    open_playground(page, server)
+    save_key(page, KEY)
+    prompt(page).fill("a kite")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#progress-text")).to_have_text("Queued (position 0)")
+    # `pagehide` as leaving or closing the tab fires it: the keepalive request of a real
+    # unload bypasses Playwright's routes (it reaches the real server, which knows no job-2).
+    with page.context.expect_event("request", lambda r: r.method == "DELETE") as deleted:
+        page.evaluate("window.dispatchEvent(new PageTransitionEvent('pagehide'))")
+    assert deleted.value.url == f"{server.url}{self_link}"
+    assert deleted.value.headers["authorization"] == f"Bearer {KEY}"
+
+
 # Records, in order, what the page shows while a job runs: the progress text, the preview's
 # source, each preview that decoded (its width) and each generated image.
 _WATCH = """() => {
