@@ -4,6 +4,7 @@ error message (never a traceback) when it refuses."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -99,7 +100,15 @@ class Client:
                     on_event(event)
         except httpx.TransportError as exc:
             raise ApiError(0, f"lost the connection to {self.url}: {exc}") from None
+        except KeyboardInterrupt:
+            # An async job outlives its connection: cancel it, or it runs on and is charged.
+            self._cancel(job)
+            raise
         raise ApiError(0, "the server closed the event stream before the images were ready")
+
+    def _cancel(self, job: dict[str, Any]) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            self._http.delete(job["links"]["self"], timeout=5.0)
 
     def _get(self, path: str, **params: str) -> dict[str, Any]:
         return _json(self._send("GET", path, params=params))

@@ -1,6 +1,7 @@
-"""`murano generate`'s client on the asynchronous path of the progress issue's contract: a
-`202` with the job's links, then its server-sent events. The server does not offer it yet,
-so a fake of that contract (an httpx transport) stands in for it here."""
+"""`murano generate`'s client on the asynchronous path: a `202` with the job's links, then
+its server-sent events. A fake of that contract (an httpx transport) drives what the real
+server cannot be made to do on demand (failures, odd chunking, an interrupt); the real
+server's path is in `test_async_live.py`."""
 
 from __future__ import annotations
 
@@ -99,3 +100,22 @@ def test_a_failed_job_is_the_servers_message(kind: str) -> None:
 def test_a_stream_that_ends_early() -> None:
     with pytest.raises(ApiError, match="closed the event stream before the images were ready"):
         run(FakeJobServer([("started", {})]))
+
+
+def test_an_interrupt_cancels_the_job() -> None:
+    """Ctrl-C while following: the job would outlive the connection, so it is cancelled."""
+    server = FakeJobServer([("started", {}), ("progress", {"step": 1, "steps": 4})])
+
+    def interrupt(event: ServerEvent) -> None:
+        if event.event == "started":
+            raise KeyboardInterrupt
+
+    transport = httpx.MockTransport(server)
+    with (
+        Client("http://murano.test", "k", timeout_s=5, transport=transport) as client,
+        pytest.raises(KeyboardInterrupt),
+    ):
+        client.generate({"model": "m", "prompt": "p"}, interrupt)
+    cancel = server.requests[-1]
+    assert (cancel.method, cancel.url.path) == ("DELETE", "/api/v1/image/jobs/job-1")
+    assert cancel.headers["authorization"] == "Bearer k"

@@ -227,6 +227,73 @@ def test_a_failed_asynchronous_job_is_shown_in_the_alert(page: Page, server: Liv
     expect(page.get_by_role("img", name="Generated image")).to_have_count(0)
 
 
+def test_leaving_the_page_mid_job_cancels_it(page: Page, server: LiveServer) -> None:
+    """A job outlives its connection: closing or leaving the page mid-job cancels it."""
+    self_link = "/api/v1/image/jobs/job-2"
+    job = {"id": "job-2", "status": "queued", "queuePosition": 0}
+    job["links"] = {"self": self_link, "events": f"{self_link}/events"}
+    page.route("**/api/v1/image/generate", lambda route: route.fulfill(status=202, json=job))
+    page.route(f"**{self_link}/events", lambda route: None)  # the job never ends
+    page.context.route(f"**{self_link}", lambda route: route.fulfill(json=job))
+    open_playground(page, server)
+    save_key(page, KEY)
+    prompt(page).fill("a kite")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#progress-text")).to_have_text("Queued (position 0)")
+    # `pagehide` as leaving or closing the tab fires it: the keepalive request of a real
+    # unload bypasses Playwright's routes (it reaches the real server, which knows no job-2).
+    with page.context.expect_event("request", lambda r: r.method == "DELETE") as deleted:
+        page.evaluate("window.dispatchEvent(new PageTransitionEvent('pagehide'))")
+    assert deleted.value.url == f"{server.url}{self_link}"
+    assert deleted.value.headers["authorization"] == f"Bearer {KEY}"
+
+
+# Records, in order, what the page shows while a job runs: the progress text, the preview's
+# source, each preview that decoded (its width) and each generated image.
+_WATCH = """() => {
+  window.shown = [];
+  const text = document.getElementById("progress-text");
+  const preview = document.getElementById("preview");
+  new MutationObserver((changes) => {
+    for (const change of changes)
+      for (const node of change.addedNodes) window.shown.push(["text", node.textContent]);
+  }).observe(text, { childList: true });
+  new MutationObserver(() => window.shown.push(["preview", preview.src.slice(0, 23)]))
+    .observe(preview, { attributes: true, attributeFilter: ["src"] });
+  preview.addEventListener("load", () => window.shown.push(["decoded", preview.naturalWidth]));
+  new MutationObserver((changes) => {
+    for (const change of changes)
+      for (const node of change.addedNodes)
+        if (node.querySelector && node.querySelector("img")) window.shown.push(["image"]);
+  }).observe(document.getElementById("results"), { childList: true, subtree: true });
+}"""
+
+
+def test_the_real_job_stream_shows_progress_and_previews(page: Page, server: LiveServer) -> None:
+    open_playground(page, server)
+    save_key(page, KEY)
+    prompt(page).fill("a lighthouse in the fog")
+    page.get_by_label("Steps").fill("8")
+    page.get_by_label("Width").fill("64")
+    page.get_by_label("Height").fill("64")
+    page.evaluate(_WATCH)
+    with page.expect_response("**/api/v1/image/generate") as answered:
+        page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_role("img", name="Generated image 1 of 1")).to_be_visible(
+        timeout=GENERATION_MS
+    )
+    page.wait_for_function("window.shown.some(([kind]) => kind === 'decoded')")
+
+    assert answered.value.status == 202  # the real server took the async path
+    shown = page.evaluate("window.shown")
+    first_image = shown.index(["image"])
+    before = shown[:first_image]
+    assert ["text", "Step 8 of 8"] in before
+    assert ["preview", "data:image/webp;base64,"] in before
+    decoded = [width for kind, *rest in shown if kind == "decoded" for width in rest]
+    assert decoded and 0 < decoded[0] <= 256
+
+
 def test_a_model_sized_by_aspect_ratio(page: Page, server: LiveServer) -> None:
     """A model whose constraints list aspect ratios gets ratio and resolution pickers
     instead of width and height, and its own step limit. The model list is the real one

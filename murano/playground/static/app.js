@@ -8,7 +8,7 @@ const HISTORY_STORE = "murano.history";
 const HISTORY_LIMIT = 24;
 
 const $ = (id) => document.getElementById(id);
-const state = { authRequired: true, models: new Map(), snippet: "curl" };
+const state = { authRequired: true, models: new Map(), snippet: "curl", following: null };
 
 // ---------------------------------------------------------------- API calls
 
@@ -195,6 +195,23 @@ async function* serverEvents(response) {
 // The asynchronous path (the server answered 202): follow the job's event stream.
 async function followJob(job) {
   $("progress-text").textContent = `Queued (position ${job.queuePosition ?? "?"})`;
+  state.following = job;
+  try {
+    return await readJobEvents(job);
+  } finally {
+    state.following = null;
+  }
+}
+
+// A job outlives the page that asked for it: leaving mid-job cancels it (nothing charged).
+function cancelFollowedJob() {
+  const job = state.following;
+  if (!job) return;
+  state.following = null;
+  fetch(job.links.self, { method: "DELETE", headers: authHeaders(), keepalive: true }).catch(() => {});
+}
+
+async function readJobEvents(job) {
   const response = await fetch(job.links.events, {
     headers: { ...authHeaders(), Accept: "text/event-stream" },
   });
@@ -476,6 +493,7 @@ function forgetKey() {
 
 async function start() {
   $("generate-form").addEventListener("submit", generate);
+  window.addEventListener("pagehide", cancelFollowedJob);
   $("generate-form").addEventListener("input", updateSnippet);
   $("generate-form").addEventListener("change", updateSnippet);
   $("model").addEventListener("change", applyModel);
