@@ -55,10 +55,15 @@ def unreachable(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.TimeoutError | OSError | TimeoutError | EOFError):
         return True
     kind = type(exc)
-    return any(
+    if any(
         base.__module__.startswith(_UNREACHABLE_MODULES) and base.__name__ in _UNREACHABLE_NAMES
         for base in kind.__mro__
-    )
+    ):
+        return True
+    # SQLAlchemy's asyncpg adapter raises its own `Error` for a connection lost while it is
+    # being made, with asyncpg's error as the cause.
+    cause = exc.__cause__
+    return cause is not None and cause is not exc and unreachable(cause)
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ from PIL.Image import Image
 from murano.catalog.check import GenerationParams
 from murano.catalog.entries import ModelEntry
 from murano.cli.serve import run_server
+from murano.engine.backend import StepControl
 from murano.engine.engine import Engine
 from murano.engine.fake import FakeBackend
 from murano.engine.scheduler import SchedulerConfig
@@ -29,9 +30,11 @@ class SlowBackend(FakeBackend):
         super().__init__(model_id)
         self.seconds = seconds
 
-    def generate(self, batch: Sequence[GenerationParams]) -> list[list[Image]]:
+    def generate(
+        self, batch: Sequence[GenerationParams], control: StepControl | None = None
+    ) -> list[list[Image]]:
         time.sleep(self.seconds)
-        return super().generate(batch)
+        return super().generate(batch, control)
 
 
 def main() -> None:
