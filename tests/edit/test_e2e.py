@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
@@ -17,9 +14,9 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.e2e.test_server import _free_port, _wait_ready
 from tests.edit.images import encoded
 from tests.edit.test_openai_edits import alpha_mask
+from tests.live_server import live_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -28,29 +25,9 @@ KEY = "e2e-edit-key-abcdef"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data_dir = tmp_path_factory.mktemp("e2e-edit")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "MURANO_API_KEYS": KEY,
-        "MURANO_ACCOUNTS_BACKEND": "static",
-        "HF_HUB_OFFLINE": "1",
-    }
-    log = (data_dir / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "murano", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, process, data_dir / "server.log")
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+    env = {"MURANO_API_KEYS": KEY, "MURANO_ACCOUNTS_BACKEND": "static"}
+    with live_server(tmp_path_factory.mktemp("e2e-edit"), env=env) as live:
+        yield live.url
 
 
 @pytest.fixture
