@@ -35,6 +35,7 @@ __all__ = [
     "median",
     "murano_spec",
     "percentile",
+    "running_processes",
     "running_servers",
     "write_result",
 ]
@@ -176,6 +177,15 @@ def running_servers(*specs: ServerSpec, ready_timeout_s: float = 600.0) -> Itera
     """Start every server at once (their start-ups overlap), wait until each one's
     `/readyz` answers 200, yield their base URLs, and stop them all on the way out whatever
     happened (SIGINT, then SIGKILL)."""
+    with running_processes(*specs, ready_timeout_s=ready_timeout_s):
+        yield [spec.base for spec in specs]
+
+
+@contextlib.contextmanager
+def running_processes(
+    *specs: ServerSpec, ready_timeout_s: float = 600.0
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`running_servers`, yielding the servers' processes instead of their URLs."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for spec in specs:
@@ -193,7 +203,7 @@ def running_servers(*specs: ServerSpec, ready_timeout_s: float = 600.0) -> Itera
                 )
         for spec, proc in zip(specs, procs, strict=True):
             _wait_ready(proc, spec.base, ready_timeout_s, spec.log_path)
-        yield [spec.base for spec in specs]
+        yield procs
     finally:
         _stop_all(procs)
 

@@ -1,6 +1,7 @@
 """The baseline murano's scheduler is measured against: the image server anyone would write
 first. FastAPI + diffusers, one global lock, one pipeline call per request (no batching),
-then the same WebP encode murano uses; JSON with base64 images, like murano's answer.
+then the same encode murano uses (the request's `format`, WebP by default); JSON with base64
+images, like murano's answer.
 
 Two ways of calling the pipeline (`--handler`):
 
@@ -28,6 +29,8 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from murano.imaging.encode import ImageFormat
+
 __all__ = ["HANDLERS", "GenerateRequest", "create_app", "main"]
 
 HANDLERS = ("device-thread", "thread-pool")
@@ -42,6 +45,7 @@ class GenerateRequest(BaseModel):
     steps: int = 4
     cfg_scale: float = 1.0
     seed: int = 0
+    format: ImageFormat = "webp"
 
 
 def create_app(model_dir: Path, handler: str = "device-thread", device: str = "cpu") -> FastAPI:
@@ -79,7 +83,7 @@ def create_app(model_dir: Path, handler: str = "device-thread", device: str = "c
 
         @app.post("/api/v1/image/generate")
         def generate_sync(body: GenerateRequest) -> dict[str, Any]:
-            return answer(encode(generate_image(body), "webp"))
+            return answer(encode(generate_image(body), body.format))
 
     else:
         device = ThreadPoolExecutor(1, thread_name_prefix="naive-device")
@@ -88,7 +92,7 @@ def create_app(model_dir: Path, handler: str = "device-thread", device: str = "c
         async def generate(body: GenerateRequest) -> dict[str, Any]:
             loop = asyncio.get_running_loop()
             image = await loop.run_in_executor(device, generate_image, body)
-            return answer(await loop.run_in_executor(None, encode, image, "webp"))
+            return answer(await loop.run_in_executor(None, encode, image, body.format))
 
     return app
 

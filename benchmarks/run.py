@@ -70,7 +70,10 @@ def _encode(quick: bool, out: Path) -> Outcome:
 # name → (what it measures, how to run it)
 BENCHMARKS: dict[str, tuple[str, Runner]] = {
     "overhead": ("one client: murano over HTTP against the bare pipeline", _overhead),
-    "throughput": ("1–64 clients: murano against a naive server and the ceiling", _throughput),
+    "throughput": (
+        "1–64 clients: murano against LitServe, a naive server and the ceiling",
+        _throughput,
+    ),
     "encode": ("image encoding speed and size per format and setting", _encode),
 }
 

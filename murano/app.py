@@ -74,6 +74,7 @@ def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | No
         config=SchedulerConfig(
             max_batch_images=settings.max_batch_images,
             batch_wait_s=settings.batch_wait_ms / 1000,
+            batch_refill_s=settings.batch_refill_ms / 1000,
             max_queue=settings.max_queue,
             timeout_s=settings.request_timeout_s,
             max_pending_batches=settings.max_pending_batches,

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     device: str = "auto"
     max_batch_images: int = 8
     batch_wait_ms: float = 0.0
+    # A free worker waits up to this long for as many images as its previous batch had.
+    batch_refill_ms: float = Field(default=50.0, ge=0)
     max_queue: int = 64
     request_timeout_s: float = 300.0
     postprocess_threads: int = 2

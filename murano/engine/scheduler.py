@@ -2,9 +2,13 @@
 
 When a model's worker is free it takes the oldest job and every queued job with the same
 batch key, up to `max_batch_images` images, without waiting when idle (or up to
-`batch_wait_s` for more when configured). The oldest job always heads the next batch, so an
-incompatible job is never starved by a stream of compatible ones. Jobs past their deadline
-are expired, and cancelled ones dropped, before they reach the device.
+`batch_wait_s` for more when configured). Under a steady load it refills: when fewer images
+are queued than its previous batch had, it waits up to `batch_refill_s` for that many, so
+the clients answered by one batch, who come back one by one, form the next together instead
+of a batch of the first few and another of the rest; a lone request after a lone request
+never waits. The oldest job always heads the next batch, so an incompatible job is never
+starved by a stream of compatible ones. Jobs past their deadline are expired, and cancelled
+ones dropped, before they reach the device.
 
 A batch moves its jobs through `loading` (when the model is not resident), `running` (stamped
 when the device thread really starts it) and `postprocessing`. While it runs, a `StepControl`
@@ -53,6 +57,8 @@ Inspector = Callable[[Sequence[Image]], list[bool]]
 class SchedulerConfig:
     max_batch_images: int = 8
     batch_wait_s: float = 0.0
+    # How long a free worker waits for as many images as its previous batch had (0: never).
+    batch_refill_s: float = 0.0
     max_queue: int = 64
     timeout_s: float = 300.0
     # Finished batches allowed to wait for post-processing before the worker pauses.
@@ -136,6 +142,8 @@ class ModelQueue:
         self._post_tasks: set[asyncio.Task[None]] = set()
         self._post_done = asyncio.Event()
         self.busy = False
+        # Images in the batch taken last: the load the refill window waits for.
+        self._last_images = 0
 
     # -- submission ---------------------------------------------------------------------
 
@@ -204,7 +212,10 @@ class ModelQueue:
                 await self._wake.wait()
             await self._wait_for_postprocessing()
             if self._config.batch_wait_s > 0:
-                await self._wait_for_batch()
+                await self._wait_for_batch(self._config.max_batch_images, self._config.batch_wait_s)
+            refill = min(self._last_images, self._config.max_batch_images)
+            if self._config.batch_refill_s > 0 and refill > 1:
+                await self._wait_for_batch(refill, self._config.batch_refill_s)
             batch = self._take_batch()
             if batch:
                 await self._process(batch)
@@ -215,9 +226,10 @@ class ModelQueue:
             self._post_done.clear()
             await self._post_done.wait()
 
-    async def _wait_for_batch(self) -> None:
-        end = time.monotonic() + self._config.batch_wait_s
-        while self._queued_images() < self._config.max_batch_images:
+    async def _wait_for_batch(self, images: int, window_s: float) -> None:
+        """Until `images` images are queued, for at most `window_s`."""
+        end = time.monotonic() + window_s
+        while self._queued_images() < images:
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return
@@ -243,6 +255,7 @@ class ModelQueue:
                 batch.append(job)
                 images += job.images
         self._gauge()
+        self._last_images = images
         return batch
 
     def _drop_stale(self, now: float) -> None:
