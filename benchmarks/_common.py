@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,16 +48,26 @@ PYTHON = sys.executable
 # Never reach the hub: every model is built locally.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 os.environ.update(OFFLINE_ENV)
+# Every process a benchmark runs (its own pipeline calls, murano, the peers) has torch's
+# OpenMP workers wait as `murano serve` has them wait (`murano.cli.serve.passive_openmp`),
+# so that the ratios compare servers, not this variable; set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Benchmark the checkout's murano, installed or not.
 if str(REPO) not in sys.path:
     sys.path.insert(1, str(REPO))
 
 
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of every subprocess: offline, unbuffered, this checkout's murano."""
+def child_env(extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """The environment of every subprocess: offline, unbuffered, this checkout's murano;
+    then `extra`, where None removes a variable."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, **OFFLINE_ENV, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path,
-            **(extra or {})}  # fmt: skip
+    env = {**os.environ, **OFFLINE_ENV, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    for key, value in (extra or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
 
 
 # -- statistics -------------------------------------------------------------------------
@@ -165,7 +175,7 @@ class ServerSpec:
     argv: list[str]
     port: int
     log_path: Path
-    env: dict[str, str] | None = None
+    env: Mapping[str, str | None] | None = None
 
     @property
     def base(self) -> str:
@@ -226,7 +236,14 @@ def _wait_ready(proc: subprocess.Popen[bytes], base: str, timeout_s: float, log:
 
 def _stop_all(procs: list[subprocess.Popen[bytes]], timeout_s: float = 20.0) -> None:
     """SIGINT (a graceful shutdown) to every server still running, then SIGKILL to those
-    that have not exited within `timeout_s`."""
+    that have not exited within `timeout_s`, and to any process one of them had started
+    that outlived it (LitServe's workers)."""
+    import psutil
+
+    children: list[psutil.Process] = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            children += psutil.Process(proc.pid).children(recursive=True)
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -237,6 +254,10 @@ def _stop_all(procs: list[subprocess.Popen[bytes]], timeout_s: float = 20.0) -> 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    _, alive = psutil.wait_procs(children, timeout=max(2.0, deadline - time.monotonic()))
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 def murano_spec(

@@ -36,6 +36,7 @@ import base64
 import contextlib
 import importlib.util
 import math
+import os
 import re
 import subprocess
 import sys
@@ -75,7 +76,9 @@ LITSERVE_BATCH_TIMEOUT_MS = 10.0
 
 
 # The servers measured at each load, in the order they take turns within a round.
-SERVERS = ("murano", "litserve", "naive", "naive-pool")
+SERVERS = ("murano", "litserve", "litserve-spin", "naive", "naive-pool")
+# Measured for information only, and not in quick mode.
+INFORMATIONAL = ("litserve-spin", "naive-pool")
 # murano's job states whose time the results break down (murano_job_seconds).
 JOB_STATES = ("queued", "running", "postprocessing", "sending")
 
@@ -97,14 +100,14 @@ class Config:
     scaling_s: float
     # Sizes whose offline batch scaling is shown too (batches 1, 4, 16), for comparison.
     other_sizes: tuple[int, ...] = ()
-    # Also measure the naive server with the thread-pool handler (information only).
-    thread_pool: bool = True
+    # Also measure the INFORMATIONAL ways.
+    informational: bool = True
 
     @property
     def servers(self) -> tuple[str, ...]:
-        skip = set() if self.thread_pool else {"naive-pool"}
+        skip = set() if self.informational else set(INFORMATIONAL)
         if not litserve_available():
-            skip.add("litserve")
+            skip |= {"litserve", "litserve-spin"}
         return tuple(way for way in SERVERS if way not in skip)
 
 
@@ -128,7 +131,7 @@ QUICK = Config(
     max_batch=16,
     batches=(1, 4, 16),
     scaling_s=0.2,
-    thread_pool=False,
+    informational=False,
 )
 
 
@@ -288,12 +291,15 @@ def _servers(work: Path, config: Config) -> tuple[list[ServerSpec], Path]:
     }
     specs = [murano_spec(data_dir, env=env)]
     model = ["--model-dir", str(model_dir)]
-    if "litserve" in config.servers:
+    # "litserve-spin": OpenMP's own default wait policy (spinning), not murano's.
+    peer_env: dict[str, dict[str, str | None]] = {"litserve": {}, "litserve-spin": {}}
+    peer_env["litserve-spin"]["OMP_WAIT_POLICY"] = None
+    for way in (w for w in config.servers if w in peer_env):
         port = free_port()
         argv = [PYTHON, str(Path(__file__).with_name("litserve_server.py")), *model]
         argv += ["--port", str(port), "--max-batch", str(config.max_batch)]
         argv += ["--batch-timeout-ms", f"{LITSERVE_BATCH_TIMEOUT_MS:g}"]
-        specs.append(ServerSpec(argv, port, work / "litserve.log"))
+        specs.append(ServerSpec(argv, port, work / f"{way}.log", peer_env[way]))
     handlers = {"naive": "device-thread", "naive-pool": "thread-pool"}
     for way in (w for w in config.servers if w in handlers):
         port = free_port()
@@ -433,6 +439,7 @@ def _times(ratio: float) -> str:
 NAMES = {
     "murano": "murano",
     "litserve": "LitServe",
+    "litserve-spin": "LitServe, spinning OpenMP",
     "naive": "naive",
     "naive-pool": "naive thread-pool",
 }
@@ -505,21 +512,27 @@ def _setup(config: Config) -> str:
         else "LitServe was not measured: `litserve` is not installed here (`pip install "
         "'murano-server[bench]'`)"
     )
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
     return (
         f"Model: murano-tiny (the embedded default model) at {config.size}×{config.size}, "
         f"{DEFAULT_MODEL_STEPS} steps, cfg {DEFAULT_MODEL_CFG:g} (its defaults). At each load "
         f"the ways take turns for {config.rounds} round(s) of {config.round_s:g} s (the "
-        "requests in flight at the end of a round finish and count); images/s is the median "
-        "over the rounds, latencies pool them. Every request asks for a JPEG in JSON "
-        "(base64) with `safe_mode: false`. murano runs with its defaults, so its images "
-        "carry the invisible watermark, except `MURANO_MAX_BATCH_IMAGES="
-        f"{config.max_batch}` (the peer's batch limit); no other server marks anything. "
-        f'{litserve}. "naive" calls the pipeline on one dedicated thread, one request at '
-        'a time (the baseline of the targets); "naive thread-pool" is the same server with '
-        "a plain `def` handler, so torch is called from FastAPI's many pool threads (see "
-        "`naive_server.py`). The ceiling is this process calling the pipeline back to back "
-        f"with batch = clients (at most {config.max_batch}), no encode, no HTTP. The load "
-        "generator runs on the same CPU as the servers."
+        "requests in flight at the end of a round finish and count; the servers not being "
+        "measured are stopped meanwhile); images/s is the median over the rounds, latencies "
+        "pool them. Every request asks for a JPEG in JSON (base64) with `safe_mode: false`. "
+        "murano runs with its defaults, so its images carry the invisible watermark, except "
+        f"`MURANO_MAX_BATCH_IMAGES={config.max_batch}` (the peer's batch limit); no other "
+        f'server marks anything. {litserve}. "naive" calls the pipeline on one dedicated '
+        'thread, one request at a time (the baseline of the targets); "naive thread-pool" '
+        "is the same server with a plain `def` handler, so torch is called from FastAPI's "
+        "many pool threads (see `naive_server.py`). The ceiling is this process calling the "
+        f"pipeline back to back with batch = clients (at most {config.max_batch}), no "
+        "encode, no HTTP. The load generator runs on the same CPU as the servers.\n\n"
+        f"Every process, the ceiling's included, ran with `OMP_WAIT_POLICY={policy}` "
+        "(`murano serve` sets PASSIVE unless the environment says otherwise: torch's OpenMP "
+        "workers then sleep between parallel regions instead of spinning), so that the "
+        'ratios compare servers, not this variable; "LitServe, spinning OpenMP" is LitServe '
+        "with OpenMP's own default, for information."
     )
 
 
