@@ -4,6 +4,7 @@ Numbers from quick mode mean nothing, so none is checked."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,18 @@ def test_throughput_has_every_load_and_the_batch_scaling(results: Path) -> None:
     assert first_cells(text, "clients") == ["1", "4", "16", "64"]
     assert first_cells(text, "batch") == ["1", "4", "16"]
     assert "murano / ceiling" in text and "murano / naive" in text
+    assert "| queued ms | running ms | postprocessing ms | sending ms |" in text
+
+
+def test_throughput_compares_murano_with_litserve(results: Path) -> None:
+    text = (results / "throughput.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| clients | murano |"))
+    row = next(line for line in text.splitlines() if line.startswith("| 16 |"))
+    cells = dict(zip(header.split("|"), row.split("|"), strict=True))
+    if importlib.util.find_spec("litserve") is None:
+        # Without the optional peer the column stays, empty, and the file says why.
+        assert cells[" LitServe "].strip() == "n/a"
+        assert "`litserve` is not installed" in text
+    else:
+        assert cells[" LitServe "].strip() != "n/a"
+        assert cells[" murano / LitServe "].strip().endswith("×")
