@@ -72,7 +72,8 @@ class ServeHandle:
 class RemoteQueue:
     """Stands where a `ModelQueue` stands in the engine, for a model served by a Serve
     deployment: at most `capacity` jobs in flight through this ingress (ModelAtCapacity
-    beyond), each followed by a task of its own."""
+    beyond), each followed by a task of its own. A job must reach a device within
+    `timeout_s` (the replica expires it otherwise)."""
 
     def __init__(
         self,
@@ -80,12 +81,14 @@ class RemoteQueue:
         handle: ModelHandle,
         *,
         capacity: int,
+        timeout_s: float,
         cpu_executor: Executor,
         metrics: Metrics,
     ) -> None:
         self.model_id = model_id
         self._handle = handle
         self._capacity = capacity
+        self._timeout_s = timeout_s
         self._cpu = cpu_executor
         self._metrics = metrics
         self._tasks: dict[GenerationJob, asyncio.Task[None]] = {}
@@ -106,6 +109,8 @@ class RemoteQueue:
     def submit(self, job: GenerationJob) -> None:
         self.check_room()
         job.move(JobState.QUEUED)
+        if job.deadline is None:
+            job.deadline = job.stamps[JobState.QUEUED] + self._timeout_s
         task = asyncio.get_running_loop().create_task(
             self._follow(job), name=f"murano-remote-{self.model_id}-{job.id}"
         )
@@ -208,6 +213,7 @@ class ServeEngine(Engine):
                 model_id,
                 handle,
                 capacity=capacity[model_id],
+                timeout_s=self._config.timeout_s,
                 cpu_executor=self.postprocess_pool,
                 metrics=self.metrics,
             )
