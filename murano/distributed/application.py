@@ -20,6 +20,7 @@ __all__ = [
     "APP_NAME",
     "INGRESS_NAME",
     "Ingress",
+    "app_builder",
     "build_application",
     "deployment_name",
     "model_deployment_options",
@@ -139,3 +140,20 @@ def build_application(settings: Settings, catalog: Catalog, *, cluster_gpus: flo
         graceful_shutdown_timeout_s=settings.drain_timeout_s + 10,
     )(serve.ingress()(Ingress))
     return ingress.bind(settings, list(catalog), catalog.default_id, handles, capacity)
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """The application for a Serve config file or a KubeRay `RayService`
+    (`import_path: murano.distributed.application:app_builder`): settings from the
+    MURANO_* environment of the cluster's processes, overridden by the config's `args`
+    (`models_file`, `max_queue`, ...). Refuses, as `murano serve --ray` does, to run
+    without PostgreSQL and Redis."""
+    import ray
+
+    from murano.app import build_settings_catalog
+    from murano.distributed.cluster import check_shared_state
+
+    settings = Settings(**args)
+    check_shared_state(settings)
+    gpus = float(ray.cluster_resources().get("GPU", 0))  # type: ignore[no-untyped-call]
+    return build_application(settings, build_settings_catalog(settings), cluster_gpus=gpus)
