@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.distributed.remote import ServeEngine, ServeHandle
-from murano.distributed.replica import ModelReplica
+from murano.distributed.replica import ServedModelReplica
 from murano.engine.scheduler import SchedulerConfig
 from murano.settings import Settings
 
@@ -127,7 +127,7 @@ def build_application(settings: Settings, catalog: Catalog, *, cluster_gpus: flo
         options = model_deployment_options(entry, settings, cluster_gpus=cluster_gpus)
         entries, default_id = _replica_catalog(catalog, entry)
         threads = max(1, int(options["ray_actor_options"]["num_cpus"]))
-        deployment = serve.deployment(**options)(ModelReplica)
+        deployment = serve.deployment(**options)(ServedModelReplica)
         handles[entry.id] = deployment.bind(settings, entry.id, entries, default_id, threads)
         capacity[entry.id] = settings.max_queue * _replicas(entry)
     ingress = serve.deployment(

@@ -35,7 +35,7 @@ from murano.errors import InferenceFailed, MuranoError
 from murano.metrics import Metrics
 from murano.settings import Settings
 
-__all__ = ["ModelReplica", "build_replica_engine"]
+__all__ = ["ModelReplica", "ServedModelReplica", "build_replica_engine"]
 
 log = logging.getLogger("murano.distributed")
 
@@ -69,6 +69,13 @@ class ModelReplica:
         self.engine = build_replica_engine(settings, entries, default_id, threads)
         # Ready (for Serve's routing) only once the pipeline is loaded.
         await self.engine.ensure_loaded(model_id)
+
+    @classmethod
+    def on_engine(cls, model_id: str, engine: Engine, settings: Settings) -> ModelReplica:
+        """A replica around an engine built elsewhere (tests: a fake backend's)."""
+        replica = cls.__new__(cls)
+        replica.model_id, replica.engine, replica._settings = model_id, engine, settings
+        return replica
 
     async def generate(self, request: RemoteJob) -> AsyncIterator[Event]:
         events: asyncio.Queue[Event | None] = asyncio.Queue()
@@ -105,9 +112,18 @@ class ModelReplica:
         if status.state is LoadState.FAILED:
             raise RuntimeError(f"model {self.model_id} is not loaded")
 
-    async def __del__(self) -> None:
+    async def shutdown(self) -> None:
+        """Drain the jobs in flight, then stop the engine."""
         await self.engine.drain(self._settings.drain_timeout_s)
         await self.engine.close()
+
+
+class ServedModelReplica(ModelReplica):
+    """The class Serve deploys: Serve awaits an async `__del__` when it stops a replica
+    (Python's own garbage collector would not, hence not on `ModelReplica` itself)."""
+
+    async def __del__(self) -> None:
+        await self.shutdown()
 
 
 def _keep(images: Sequence[Image], flags: Sequence[bool] | None) -> tuple[Any, Any]:

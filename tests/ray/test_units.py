@@ -5,6 +5,7 @@ scripted replica."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,11 @@ from murano.cli import main
 from murano.distributed._wire import Event, Failed, Generated, Progress, RemoteJob, Running
 from murano.distributed.application import model_deployment_options
 from murano.distributed.cluster import SharedStateMissing, check_shared_state
+from murano.distributed.local import InProcessHandle
 from murano.distributed.remote import ServeEngine
+from murano.distributed.replica import ModelReplica
+from murano.engine.engine import Engine
+from murano.engine.fake import FakeBackend
 from murano.engine.job import GenerationJob, JobState
 from murano.errors import InferenceFailed, JobCancelled, ModelAtCapacity
 from murano.settings import Settings
@@ -131,11 +136,13 @@ def _engine(replica: ScriptedReplica, capacity: int = 4) -> ServeEngine:
     return ServeEngine(catalog, {"test-model": replica}, capacity={"test-model": capacity})
 
 
-def _job(**changes: Any) -> GenerationJob:
+def _job(preview_every: int = 0, **changes: Any) -> GenerationJob:
     def finish(images: Any, flags: Any) -> dict[str, Any]:
         return {"images": len(images), "flags": flags}
 
-    return GenerationJob(params=generation_params(**changes), finish=finish)
+    return GenerationJob(
+        params=generation_params(**changes), finish=finish, preview_every=preview_every
+    )
 
 
 async def _until(job: GenerationJob, state: JobState) -> None:
@@ -212,3 +219,54 @@ async def test_jobs_in_flight_are_bounded_per_model() -> None:
     with pytest.raises(ModelAtCapacity):
         engine.check_room("test-model")
     await engine.close()
+
+
+# -- ingress and replica together, in one process ------------------------------------------
+
+
+def _replica_pair() -> tuple[ServeEngine, Engine, FakeBackend]:
+    backend = FakeBackend("test-model")
+    catalog = Catalog([entry("test-model")])
+    inner = Engine(catalog, lambda _entry: backend)
+    replica = ModelReplica.on_engine("test-model", inner, Settings())
+    outer = ServeEngine(
+        catalog, {"test-model": InProcessHandle(replica)}, capacity={"test-model": 8}
+    )
+    return outer, inner, backend
+
+
+async def test_the_replica_batches_and_streams_progress_back() -> None:
+    outer, inner, backend = _replica_pair()
+    backend.gate = threading.Event()
+    jobs = [_job(seed=i, preview_every=2) for i in range(3)]
+    outer.submit(jobs[0])
+    await asyncio.to_thread(backend.started.wait, 5)
+    for job in jobs[1:]:
+        outer.submit(job)
+    while inner.queue_depth("test-model") < 2:  # both wait behind the running batch
+        await asyncio.sleep(0)
+    backend.gate.set()
+    results = await asyncio.gather(*(job.future for job in jobs))
+    assert [r["images"] for r in results] == [1, 1, 1]
+    # The replica's scheduler batched the two that queued behind the first.
+    assert [len(batch) for batch in backend.batches] == [1, 2]
+    assert jobs[0].progress == (4, 4) and jobs[0].preview is not None
+    assert all(job.stamps[JobState.RUNNING] for job in jobs)
+    await outer.close()
+    await inner.close()
+
+
+async def test_cancelling_in_the_ingress_interrupts_the_replicas_batch() -> None:
+    outer, inner, backend = _replica_pair()
+    backend.gate = threading.Event()
+    job = _job(steps=20)
+    outer.submit(job)
+    await asyncio.to_thread(backend.started.wait, 5)
+    assert outer.cancel(job)
+    while inner.in_flight:  # the replica's job is cancelled in turn
+        await asyncio.sleep(0)
+    backend.gate.set()
+    await asyncio.to_thread(backend.ran.wait, 5)
+    assert backend.steps_run == [1]  # interrupted at its first step
+    await outer.close()
+    await inner.close()
