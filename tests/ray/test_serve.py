@@ -169,6 +169,12 @@ async def test_a_killed_replica_fails_its_jobs_cleanly_and_the_survivor_serves(
         small = {"model": MODEL, "prompt": "after", "width": 64, "height": 64}
         later = [await client.post("/api/v1/image/generate", json=small) for _ in range(4)]
         assert [r.status_code for r in later] == [200] * 4
+    # ... and Serve has started a replacement for the dead replica.
+    for _ in range(600):
+        if set(ray_server.replica_pids()) - set(replicas):
+            break
+        await asyncio.sleep(0.1)
+    assert set(ray_server.replica_pids()) - set(replicas)
     after = await _settled(ray_server, key_id)
     assert after["open_reservations"] == 0 and after["reserved"] == 0
     charged = (succeeded + len(later)) * MICROS
