@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from murano.catalog.entries import Catalog, ModelEntry
+from murano.catalog.postops import upscale_options
 from murano.distributed.remote import ServeEngine, ServeHandle
 from murano.distributed.replica import ServedModelReplica
 from murano.engine.scheduler import SchedulerConfig
@@ -73,12 +74,16 @@ def model_deployment_options(
 
 
 def _replica_catalog(catalog: Catalog, entry: ModelEntry) -> tuple[list[ModelEntry], str]:
-    """What a replica of `entry` loads: the model itself; an upscaler or background
-    remover also gets the default image model (loaded only if its creativity pass runs)."""
+    """What a replica of `entry` serves: the model itself; an upscaler also the image model
+    of its creativity pass (loaded on the first request that asks for creativity), and a
+    background remover the default image model, never loaded (a catalog needs one)."""
     if entry.type == "image":
         return [entry], entry.id
-    default = catalog.default.model_copy(update={"load": "first-use"})
-    return [entry, default], default.id
+    image_id = catalog.default_id
+    if entry.type == "upscale":
+        image_id = upscale_options(entry).creativity_model or image_id
+    image_model = catalog.get(image_id).model_copy(update={"load": "first-use"})
+    return [entry, image_model], image_model.id
 
 
 class Ingress:

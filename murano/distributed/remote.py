@@ -161,6 +161,8 @@ class RemoteQueue:
             case Progress(step=step, steps=steps, preview=preview):
                 job.set_progress(step, steps, preview)
             case Failed():
+                if event.kind == "failed":
+                    log.warning("job %d failed in its replica: %s", job.id, event.detail)
                 job.fail(load_error(event))
                 return True
             case Generated(images=images, flags=flags):

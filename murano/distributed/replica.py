@@ -19,10 +19,10 @@ from typing import Any
 
 from PIL.Image import Image
 
+from murano.catalog.check import GenerationParams
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.distributed._wire import (
     Event,
-    Failed,
     Generated,
     Progress,
     RemoteJob,
@@ -31,7 +31,7 @@ from murano.distributed._wire import (
 )
 from murano.engine.engine import Engine, LoadState
 from murano.engine.job import GenerationJob, JobState
-from murano.errors import InferenceFailed, MuranoError
+from murano.errors import MuranoError
 from murano.metrics import Metrics
 from murano.settings import Settings
 
@@ -78,6 +78,11 @@ class ModelReplica:
         return replica
 
     async def generate(self, request: RemoteJob) -> AsyncIterator[Event]:
+        try:
+            await self._load_helpers(request.params)
+        except MuranoError as exc:
+            yield dump_error(exc)
+            return
         events: asyncio.Queue[Event | None] = asyncio.Queue()
         job = GenerationJob(
             params=request.params,
@@ -96,15 +101,27 @@ class ModelReplica:
         try:
             while (event := await events.get()) is not None:
                 yield event
-                if isinstance(event, Failed):
-                    return
-            images, flags = await job.future
+            try:
+                images, flags = await job.future
+            except Exception as exc:
+                yield dump_error(exc)
+                return
             self.engine.deliver(job)
             yield Generated(list(images), None if flags is None else list(flags))
         finally:
             # Cancelled by Serve (the caller went away), or the stream was closed early.
             if not job.finished:
                 self.engine.cancel(job)
+
+    async def _load_helpers(self, params: GenerationParams) -> None:
+        """An upscale with creativity runs a pass of an image model: have it resident
+        first (a single server's API does this before queueing)."""
+        entry = self.engine.catalog.get(self.model_id)
+        if entry.type == "upscale" and params.strength:
+            from murano.catalog.postops import upscale_options
+
+            model_id = upscale_options(entry).creativity_model or self.engine.catalog.default_id
+            await self.engine.ensure_loaded(model_id)
 
     def check_health(self) -> None:
         """Serve's health check: a replica whose model cannot load is replaced."""
@@ -145,10 +162,9 @@ class _Relay:
             self._state = job.state
             if job.state is JobState.RUNNING:
                 self._events.put_nowait(Running())
-            elif job.state is JobState.SENDING:
-                self._events.put_nowait(None)  # the result is in the job's future
-            elif job.finished and job.state is not JobState.DELIVERED:
-                self._events.put_nowait(dump_error(job.error or InferenceFailed()))
+            elif job.state is JobState.SENDING or job.finished:
+                # The outcome is in the job's future (set after listeners have run).
+                self._events.put_nowait(None)
             return
         if job.progress is not None and job.progress != self._progress:
             self._progress = job.progress

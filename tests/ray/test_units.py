@@ -25,6 +25,7 @@ from murano.distributed.replica import ModelReplica
 from murano.engine.engine import Engine
 from murano.engine.fake import FakeBackend
 from murano.engine.job import GenerationJob, JobState
+from murano.engine.scheduler import SchedulerConfig
 from murano.errors import InferenceFailed, JobCancelled, ModelAtCapacity
 from murano.settings import Settings
 from tests.conftest import entry, generation_params
@@ -224,10 +225,10 @@ async def test_jobs_in_flight_are_bounded_per_model() -> None:
 # -- ingress and replica together, in one process ------------------------------------------
 
 
-def _replica_pair() -> tuple[ServeEngine, Engine, FakeBackend]:
+def _replica_pair(max_queue: int = 64) -> tuple[ServeEngine, Engine, FakeBackend]:
     backend = FakeBackend("test-model")
     catalog = Catalog([entry("test-model")])
-    inner = Engine(catalog, lambda _entry: backend)
+    inner = Engine(catalog, lambda _entry: backend, config=SchedulerConfig(max_queue=max_queue))
     replica = ModelReplica.on_engine("test-model", inner, Settings())
     outer = ServeEngine(
         catalog, {"test-model": InProcessHandle(replica)}, capacity={"test-model": 8}
@@ -268,5 +269,25 @@ async def test_cancelling_in_the_ingress_interrupts_the_replicas_batch() -> None
     backend.gate.set()
     await asyncio.to_thread(backend.ran.wait, 5)
     assert backend.steps_run == [1]  # interrupted at its first step
+    await outer.close()
+    await inner.close()
+
+
+async def test_the_replicas_errors_reach_the_ingress_as_they_were() -> None:
+    outer, inner, backend = _replica_pair()
+    backend.fail_when = lambda _batch: True
+    job = _job()
+    outer.submit(job)
+    with pytest.raises(InferenceFailed) as raised:
+        await job.future
+    assert "injected failure" in raised.value.cause
+    await outer.close()
+    await inner.close()
+
+    outer, inner, backend = _replica_pair(max_queue=0)
+    job = _job()
+    outer.submit(job)
+    with pytest.raises(ModelAtCapacity):
+        await job.future
     await outer.close()
     await inner.close()
