@@ -60,6 +60,16 @@ def test_ray_refuses_a_sqlite_url_and_a_static_backend() -> None:
     check_shared_state(Settings(database_url=PG, redis_url="redis://127.0.0.1:6379/0"))
 
 
+def test_the_serve_config_application_refuses_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray")
+    from murano.distributed.application import app_builder
+
+    monkeypatch.delenv("MURANO_DATABASE_URL", raising=False)
+    monkeypatch.delenv("MURANO_REDIS_URL", raising=False)
+    with pytest.raises(SharedStateMissing, match="--database-url"):
+        app_builder({"database_url": "sqlite:///murano.db"})
+
+
 # -- [models.ray] → Serve options ---------------------------------------------------------
 
 
