@@ -22,7 +22,7 @@ from murano.api.errors import install_error_handlers
 from murano.api.middleware import BodyGuard, Compression, RequestContext
 from murano.api.serving import ImageService, PaymentGate
 from murano.catalog.check import GenerationParams
-from murano.catalog.entries import ModelEntry
+from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.backend import Backend
 from murano.engine.engine import Engine
 from murano.engine.scheduler import Inspector, SchedulerConfig
@@ -30,17 +30,15 @@ from murano.gateway import Gateway
 from murano.metrics import Metrics
 from murano.settings import Settings
 
-__all__ = ["build_engine", "create_app"]
+__all__ = ["build_engine", "build_inspector", "build_settings_catalog", "create_app"]
 
 log = logging.getLogger("murano")
 
 
-def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | None) -> Engine:
-    """The real engine: the catalog from settings (the embedded tiny models when none is
-    configured, built on first start) and diffusers, upscaler and background-removal
-    backends."""
+def build_settings_catalog(settings: Settings) -> Catalog:
+    """The catalog from settings: the models file and `--model` entries, or the embedded
+    tiny models when none is configured (built on first start)."""
     from murano.catalog.build import build_catalog, default_entry
-    from murano.engine.families import batch_key
 
     default = None
     extras: list[ModelEntry] = []
@@ -55,7 +53,20 @@ def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | No
         model_dir = build_default_model(settings.default_model_dir)
         default = default_entry(model_dir, steps=DEFAULT_MODEL_STEPS, cfg_scale=DEFAULT_MODEL_CFG)
         extras = build_default_postops(settings.data_dir / "models")
-    catalog = build_catalog(settings.models_file, settings.model_sources, default, extras)
+    return build_catalog(settings.models_file, settings.model_sources, default, extras)
+
+
+def build_engine(
+    settings: Settings,
+    metrics: Metrics,
+    inspector: Inspector | None,
+    catalog: Catalog | None = None,
+) -> Engine:
+    """The real engine: the catalog from settings (or `catalog`) and diffusers, upscaler
+    and background-removal backends."""
+    from murano.engine.families import batch_key
+
+    catalog = catalog or build_settings_catalog(settings)
     engine: Engine
 
     def factory(entry: ModelEntry) -> Backend:
@@ -114,7 +125,7 @@ def _load_backend(entry: ModelEntry, engine: Engine) -> Backend:
     return load_upscale_backend(entry, device, refiner)
 
 
-def _build_inspector(settings: Settings) -> Inspector | None:
+def build_inspector(settings: Settings) -> Inspector | None:
     if not settings.safety_classifier:
         log.warning(
             "no safety classifier configured (MURANO_SAFETY_CLASSIFIER): safe_mode cannot be "
@@ -142,7 +153,7 @@ def create_app(
 ) -> FastAPI:
     metrics = metrics or (engine.metrics if engine is not None else Metrics())
     if engine is None:
-        inspector = inspector or _build_inspector(settings)
+        inspector = inspector or build_inspector(settings)
         engine = build_engine(settings, metrics, inspector)
     if accounts is None:
         from murano.accounts import build_accounts

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     webhook_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_secret: str | None = None
 
+    # `murano serve --ray` on a cluster of its own: Ray's object store size (MB; None: Ray's
+    # default, 30% of memory).
+    ray_object_store_mb: int | None = Field(default=None, ge=64)
+
     # x402 payments
     x402_pay_to: str | None = None
     x402_networks: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["eip155:8453"])

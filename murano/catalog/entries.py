@@ -56,6 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from murano.catalog.families import UPSTREAM_FAMILIES, Family, get_family
 from murano.catalog.optimize import OptimizeSettings
+from murano.catalog.ray import RayOptions
 from murano.catalog.spec import Constraints, ModelSpec, StepsConstraint
 from murano.errors import ModelNotFound
 
@@ -167,6 +168,8 @@ class ModelEntry(BaseModel):
     model_spec: ModelSpec
     # `[models.optimize]`: speed settings applied at load (murano.catalog.optimize).
     optimize: OptimizeSettings = Field(default_factory=OptimizeSettings)
+    # `[models.ray]`: the model's Ray Serve deployment under `murano serve --ray`.
+    ray: RayOptions = Field(default_factory=RayOptions)
 
     @model_validator(mode="after")
     def _source_or_upstream(self) -> ModelEntry:
