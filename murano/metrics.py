@@ -25,7 +25,7 @@ class Metrics:
         self.batch_images = Histogram(
             "murano_batch_images",
             "Images per pipeline call",
-            ["model"],
+            ["model", "replica"],
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
             registry=r,
         )
@@ -33,14 +33,14 @@ class Metrics:
         self.queue_seconds = Histogram(
             "murano_queue_seconds",
             "Time jobs wait in the queue",
-            ["model"],
+            ["model", "replica"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.inference_seconds = Histogram(
             "murano_inference_seconds",
             "Pipeline time per batch",
-            ["model"],
+            ["model", "replica"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
