@@ -44,6 +44,8 @@ def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | No
 
     default = None
     extras: list[ModelEntry] = []
+    if settings.default_replicas != 1 and settings.devices is None:
+        raise ValueError("MURANO_DEFAULT_REPLICAS needs MURANO_DEVICES (one replica per device)")
     if settings.models_file is None and not settings.model_sources:
         from murano.engine.tiny import (
             DEFAULT_MODEL_CFG,
@@ -58,10 +60,6 @@ def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | No
             # MURANO_DEFAULT_REPLICAS copies, on any of MURANO_DEVICES (not only the CPU).
             update = {"replicas": settings.default_replicas, "device": "auto"}
             default = default.model_copy(update=update)
-        elif settings.default_replicas != 1:
-            raise ValueError(
-                "MURANO_DEFAULT_REPLICAS needs MURANO_DEVICES (one replica per device)"
-            )
         extras = build_default_postops(settings.data_dir / "models")
     catalog = build_catalog(settings.models_file, settings.model_sources, default, extras)
     engine: Engine

@@ -14,7 +14,7 @@ said here of a model holds per replica and per device: `max_resident` and
 `memory_budget_bytes` bound each device, and the LRU eviction picks among the idle replicas
 of the device that needs room.
 
-Loads run on threads of their own (one per device), beside inference on the device
+Loads run on a thread of their own (one load at a time), beside inference on the device
 threads. A loading model counts towards `max_resident`: a load that finds no room and no
 idle model to evict waits for one. A failed load is retried, on the first request after a
 back-off of `load_retry_s` doubling up to `load_retry_max_s`; until then requests for the
@@ -88,8 +88,10 @@ class Engine:
         self._clock = clock
         # One thread per device: batches placed on a device run there one at a time.
         self.workers = make_workers(devices, torch_threads=torch_threads)
-        # Loads (and unloads) beside them, so one model's load never stalls another's batch.
-        self._loader = ThreadPoolExecutor(len(self.workers), thread_name_prefix="murano-load")
+        # Loads (and unloads) beside them, so one model's load never stalls another's batch;
+        # one at a time: diffusers' loading patches torch globally (empty-weight init), so
+        # two loads at once in one process break each other.
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="murano-load")
         self._cpu = ThreadPoolExecutor(postprocess_threads, thread_name_prefix="murano-post")
         self._replicas = self._place_replicas()
         self._room = asyncio.Event()
@@ -137,10 +139,11 @@ class Engine:
 
     async def start(self) -> None:
         """Load every replica of the models marked `load = "start"`; a failure is logged,
-        not raised. Replicas on different devices load at once."""
+        not raised."""
         for entry in self.catalog:
             if entry.load == "start":
-                await asyncio.gather(*(self._start_replica(r) for r in self._replicas[entry.id]))
+                for replica in self._replicas[entry.id]:
+                    await self._start_replica(replica)
 
     async def _start_replica(self, replica: Replica) -> None:
         worker = replica.worker
