@@ -6,14 +6,17 @@ nobody else's jobs; loads and LRU eviction are per device. Driven by the fakes' 
 from __future__ import annotations
 
 import asyncio
+import textwrap
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL.Image import Image
 from pydantic import ValidationError
 
+from murano.catalog.build import build_catalog
 from murano.catalog.entries import Catalog
 from murano.engine.devices import parse_devices
 from murano.engine.engine import Engine, LoadState
@@ -227,3 +230,15 @@ def test_an_upstream_model_has_no_replicas() -> None:
     upstream = {"kind": "venice", "base_url": "https://api.venice.ai/api/v1", "key_env": "K"}
     with pytest.raises(ValidationError, match="no replicas"):
         entry("up", source="", family="venice-upstream", upstream=upstream, replicas=2)
+
+
+def test_the_readmes_replicas_entry(tmp_path: Path, parts: FakeEngineParts) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Many devices", 1)[1]
+    toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    models = tmp_path / "models.toml"
+    models.write_text(textwrap.dedent(toml), encoding="utf-8")
+    engine = Engine(build_catalog(models, []), parts.factory, devices=["cuda:0", "cuda:1"])
+    assert [r.name for r in engine.replicas("z-image-turbo")] == ["cuda:0", "cuda:1"]
+    with pytest.raises(ValueError, match="'cuda:1' is not one of MURANO_DEVICES"):
+        Engine(build_catalog(models, []), parts.factory, devices=["cuda:0"])
