@@ -1,5 +1,7 @@
 """Prometheus metrics, one registry per app (so several apps in one process, as in the
-tests, do not collide). Served at `GET /metrics`."""
+tests, do not collide). Served at `GET /metrics`. Batch sizes, queue waits and pipeline
+(device) time are labelled by `model` and `replica` (the device worker's name, see
+`murano.engine.devices`)."""
 
 from __future__ import annotations
 
