@@ -24,7 +24,7 @@ from murano.engine.fake import FakeBackend
 from murano.engine.job import GenerationJob
 from murano.errors import InferenceFailed, ModelUnavailable
 from murano.settings import Settings
-from tests.conftest import FakeEngineParts, entry, generation_params
+from tests.conftest import FakeEngineParts, entry, generation_params, make_settings
 
 CPU2 = ["cpu", "cpu"]
 
@@ -242,3 +242,63 @@ def test_the_readmes_replicas_entry(tmp_path: Path, parts: FakeEngineParts) -> N
     assert [r.name for r in engine.replicas("z-image-turbo")] == ["cuda:0", "cuda:1"]
     with pytest.raises(ValueError, match="'cuda:1' is not one of MURANO_DEVICES"):
         Engine(build_catalog(models, []), parts.factory, devices=["cuda:0"])
+
+
+async def test_cancelling_a_job_interrupts_only_its_replicas_batch(
+    parts: FakeEngineParts,
+) -> None:
+    engine = engine_of(parts)
+    await engine.start()
+    first, second = parts.backends["test-model@cpu#0"], parts.backends["test-model@cpu#1"]
+    gate = await held(first)
+    cancelled = job(engine, "cancelled")
+    engine.submit(cancelled)
+    await asyncio.to_thread(first.started.wait, 10)
+    kept = job(engine, "kept")
+    engine.submit(kept)
+    engine.cancel(cancelled)
+    gate.set()
+    assert len(await kept.future) == 1
+    await asyncio.to_thread(first.ran.wait, 10)
+    # The cancelled batch stopped after its first step; the other ran all of its own.
+    assert first.steps_run == [1] and second.steps_run == [kept.params.steps]
+    await engine.close()
+
+
+async def test_a_device_thread_finds_the_replica_on_its_own_device(
+    parts: FakeEngineParts,
+) -> None:
+    engine = engine_of(parts)
+    await engine.start()
+    for worker in engine.workers:
+        found = await asyncio.wrap_future(
+            worker.executor.submit(engine.local_backend, "test-model")
+        )
+        assert found is parts.backends[f"test-model@{worker.name}"]
+    # Off the device threads: any resident replica's.
+    assert engine.local_backend("test-model") is parts.backends["test-model@cpu#0"]
+    await engine.close()
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MURANO_DEVICES", "cuda:0,cuda:1")
+    monkeypatch.setenv("MURANO_DEFAULT_REPLICAS", "2")
+    monkeypatch.setenv("MURANO_TORCH_THREADS", "1")
+    settings = Settings()
+    assert (settings.devices, settings.default_replicas, settings.torch_threads) == (
+        "cuda:0,cuda:1",
+        2,
+        1,
+    )
+    monkeypatch.setenv("MURANO_TORCH_THREADS", "0")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_default_replicas_need_devices(tmp_path: Path) -> None:
+    from murano.app import build_engine
+    from murano.metrics import Metrics
+
+    settings = make_settings(tmp_path, default_replicas=2)
+    with pytest.raises(ValueError, match="MURANO_DEFAULT_REPLICAS needs MURANO_DEVICES"):
+        build_engine(settings, Metrics(), None)
