@@ -335,16 +335,13 @@ class ModelQueue:
         except asyncio.CancelledError:
             # The server is shutting down: these jobs will not be delivered.
             self._fail(batch, JobCancelled())
-            self._release(replica)
             raise
         except ModelUnavailable as exc:
             if not self._requeue(replica, batch):
                 self._fail(batch, exc)
-            self._release(replica)
             return
         except MuranoError as exc:
             self._fail(batch, exc)
-            self._release(replica)
             return
         except Exception as exc:
             log.exception(
@@ -354,11 +351,11 @@ class ModelQueue:
                 replica.name,
             )
             self._fail(batch, InferenceFailed(repr(exc)))
-            self._release(replica)
             return
-        if images is not None:
+        finally:
+            self._release(replica)
+        if images is not None:  # None: every job was cancelled before the device started it
             self._finished_batch(replica, batch, images)
-        self._release(replica)
 
     def _release(self, replica: Replica) -> None:
         replica.busy = False

@@ -302,3 +302,20 @@ def test_default_replicas_need_devices(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, default_replicas=2)
     with pytest.raises(ValueError, match="MURANO_DEFAULT_REPLICAS needs MURANO_DEVICES"):
         build_engine(settings, Metrics(), None)
+
+
+async def test_a_replica_whose_batch_was_cancelled_while_it_loaded_serves_again(
+    parts: FakeEngineParts,
+) -> None:
+    engine = engine_of(parts)
+    parts.load_gate = threading.Event()
+    parts.loading.clear()
+    gone = GenerationJob(params=generation_params(model_id="ratio-model"), finish=keep)
+    engine.submit(gone)
+    await asyncio.to_thread(parts.loading.wait, 10)
+    engine.cancel(gone)
+    parts.load_gate.set()
+    later = GenerationJob(params=generation_params(model_id="ratio-model"), finish=keep)
+    engine.submit(later)
+    assert len(await later.future) == 1
+    await engine.close()
