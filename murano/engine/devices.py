@@ -95,7 +95,10 @@ class DeviceWorker:
             torch.set_num_threads(self.torch_threads)
 
     def matches(self, device: str) -> bool:
-        """Whether an entry's `devices` item names this worker (`cuda:1`, or `cpu#1`)."""
+        """Whether an entry's `devices` item (or its `device`) names this worker: `cuda:1`,
+        `cpu#1`, or `cuda` for every CUDA device."""
+        if device == "cuda" and self.device is not None:
+            return self.device.startswith("cuda")
         return device in (self.name, self.device)
 
 

@@ -319,3 +319,9 @@ async def test_a_replica_whose_batch_was_cancelled_while_it_loaded_serves_again(
     engine.submit(later)
     assert len(await later.future) == 1
     await engine.close()
+
+
+def test_an_entry_on_cuda_may_use_every_gpu(parts: FakeEngineParts) -> None:
+    cat = Catalog([entry("test-model", device="cuda", replicas="all")])
+    engine = Engine(cat, parts.factory, devices=["cpu", "cuda:0", "cuda:1"])
+    assert [r.name for r in engine.replicas("test-model")] == ["cuda:0", "cuda:1"]
