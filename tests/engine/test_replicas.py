@@ -325,3 +325,30 @@ def test_an_entry_on_cuda_may_use_every_gpu(parts: FakeEngineParts) -> None:
     cat = Catalog([entry("test-model", device="cuda", replicas="all")])
     engine = Engine(cat, parts.factory, devices=["cpu", "cuda:0", "cuda:1"])
     assert [r.name for r in engine.replicas("test-model")] == ["cuda:0", "cuda:1"]
+
+
+async def test_the_memory_budget_holds_per_device(parts: FakeEngineParts) -> None:
+    def sized(model: Any) -> FakeBackend:
+        backend = parts.factory(model)
+        backend.memory_bytes = 8  # type: ignore[attr-defined]
+        return backend
+
+    cat = Catalog(
+        [
+            entry("test-model", devices=["cpu#0"]),
+            entry("ratio-model", devices=["cpu#1"]),
+            entry("guidance-model", devices=["cpu#0"], load="first-use"),
+        ],
+        "test-model",
+    )
+    engine = Engine(cat, sized, devices=CPU2, max_resident=5, memory_budget_bytes=10)
+    await engine.start()
+    # 8 bytes on each device: both fit their own device's 10.
+    assert engine.status("test-model").state is LoadState.RESIDENT
+    assert engine.status("ratio-model").state is LoadState.RESIDENT
+    await engine.ensure_loaded("guidance-model")
+    # 16 bytes on cpu#0: its least recently used idle model left; cpu#1 was not touched.
+    assert engine.status("test-model").state is LoadState.UNLOADED
+    assert engine.status("ratio-model").state is LoadState.RESIDENT
+    assert engine.resident_bytes(engine.workers[0]) == engine.resident_bytes(engine.workers[1])
+    await engine.close()
