@@ -42,6 +42,8 @@ def build_settings_catalog(settings: Settings) -> Catalog:
 
     default = None
     extras: list[ModelEntry] = []
+    if settings.default_replicas != 1 and settings.devices is None:
+        raise ValueError("MURANO_DEFAULT_REPLICAS needs MURANO_DEVICES (one replica per device)")
     if settings.models_file is None and not settings.model_sources:
         from murano.engine.tiny import (
             DEFAULT_MODEL_CFG,
@@ -52,6 +54,10 @@ def build_settings_catalog(settings: Settings) -> Catalog:
 
         model_dir = build_default_model(settings.default_model_dir)
         default = default_entry(model_dir, steps=DEFAULT_MODEL_STEPS, cfg_scale=DEFAULT_MODEL_CFG)
+        if settings.devices is not None:
+            # MURANO_DEFAULT_REPLICAS copies, on any of MURANO_DEVICES (not only the CPU).
+            update = {"replicas": settings.default_replicas, "device": "auto"}
+            default = default.model_copy(update=update)
         extras = build_default_postops(settings.data_dir / "models")
     return build_catalog(settings.models_file, settings.model_sources, default, extras)
 
@@ -79,9 +85,20 @@ def build_engine(
         # Upscales and cut-outs run one image at a time whatever their sizes.
         return batch_key(entry, params) if entry.type == "image" else (params.task,)
 
+    devices = None
+    if settings.devices is not None:
+        from murano.engine.devices import parse_devices
+
+        devices = parse_devices(settings.devices)
+    if settings.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     engine = Engine(
         catalog,
         factory,
+        devices=devices,
+        torch_threads=settings.torch_threads,
         config=SchedulerConfig(
             max_batch_images=settings.max_batch_images,
             batch_wait_s=settings.batch_wait_ms / 1000,
@@ -121,7 +138,8 @@ def _load_backend(entry: ModelEntry, engine: Engine) -> Backend:
     refiner = None
     if options.creativity:
         image_model = engine.catalog.get(options.creativity_model or engine.catalog.default_id)
-        refiner = creativity_refiner(image_model, lambda: engine.status(image_model.id).backend)
+        # The image model's replica on the upscaler's own device, where there is one.
+        refiner = creativity_refiner(image_model, lambda: engine.local_backend(image_model.id))
     return load_upscale_backend(entry, device, refiner)
 
 

@@ -106,6 +106,8 @@ class GenerationJob:
     progress: tuple[int, int] | None = field(init=False, default=None)
     preview: Image | None = field(init=False, default=None)
     error: BaseException | None = field(init=False, default=None)
+    # The replica (its device worker's name) the job's batch was handed to; "" before.
+    replica: str = field(init=False, default="")
     future: asyncio.Future[Any] = field(init=False)
     _listeners: list[JobListener] = field(init=False, default_factory=list)
 

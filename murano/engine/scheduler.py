@@ -14,6 +14,13 @@ batch k runs on the CPU pool while batch k+1 is on the device, but the worker ta
 batch while more than `max_pending_batches` finished batches wait for post-processing, so a
 device faster than the CPUs fills the queue (and then refuses with 503) instead of memory.
 A failing batch fails each of its own jobs and the worker goes on.
+
+A model with several replicas (`murano.engine.replica`) hands each batch to a free one, so N
+replicas run N batches at once, each on its own device thread: a resident replica before one
+that must load, an idle device before a busy one. A replica whose load fails is in back-off
+and is passed over; the batch it had goes back to the head of the queue for the others (it
+fails only when no replica can load). A batch that fails on a replica fails its own jobs
+only. The back-pressure bound is `max_pending_batches` per replica.
 """
 
 from __future__ import annotations
@@ -32,11 +39,13 @@ from PIL.Image import Image
 
 from murano.engine.backend import Backend, Preview
 from murano.engine.job import GenerationJob, JobState
+from murano.engine.replica import LoadState, Replica
 from murano.errors import (
     DeadlineExceeded,
     InferenceFailed,
     JobCancelled,
     ModelAtCapacity,
+    ModelUnavailable,
     MuranoError,
 )
 from murano.metrics import Metrics
@@ -106,36 +115,43 @@ def _run_on_device(backend: Backend, control: BatchControl) -> list[list[Image]]
 
 
 class ModelQueue:
-    """The queue and worker of one model."""
+    """The queue of one model, and the worker that hands its batches to the model's
+    replicas."""
 
     def __init__(
         self,
         model_id: str,
-        acquire: Callable[[], Awaitable[Backend]],
+        replicas: Sequence[Replica],
+        acquire: Callable[[Replica], Awaitable[Backend]],
         *,
         config: SchedulerConfig,
-        device_executor: Executor,
         cpu_executor: Executor,
         metrics: Metrics,
         inspector: Inspector | None = None,
-        is_resident: Callable[[], bool] = lambda: True,
+        usable: Callable[[Replica], bool] = lambda _replica: True,
         on_idle: Callable[[], None] = lambda: None,
     ) -> None:
         self.model_id = model_id
+        self.replicas = list(replicas)
         self._acquire = acquire
         self._config = config
-        self._device = device_executor
         self._cpu = cpu_executor
         self._metrics = metrics
         self._inspector = inspector
-        self._is_resident = is_resident
+        self._usable = usable
         self._on_idle = on_idle
         self._queue: deque[GenerationJob] = deque()
         self._wake = asyncio.Event()
+        self._freed = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._batches: set[asyncio.Task[None]] = set()
         self._post_tasks: set[asyncio.Task[None]] = set()
         self._post_done = asyncio.Event()
-        self.busy = False
+
+    @property
+    def busy(self) -> bool:
+        """A batch of the model is loading or running on some replica."""
+        return any(replica.busy for replica in self.replicas)
 
     # -- submission ---------------------------------------------------------------------
 
@@ -192,6 +208,10 @@ class ModelQueue:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        for task in list(self._batches):
+            task.cancel()
+        if self._batches:
+            await asyncio.gather(*self._batches, return_exceptions=True)
         while self._queue:
             self._queue.popleft().fail(JobCancelled())
         if self._post_tasks:
@@ -202,16 +222,53 @@ class ModelQueue:
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
+            replica = await self._free_replica()
             await self._wait_for_postprocessing()
             if self._config.batch_wait_s > 0:
                 await self._wait_for_batch()
             batch = self._take_batch()
             if batch:
-                await self._process(batch)
+                self._dispatch(replica, batch)
+
+    async def _free_replica(self) -> Replica:
+        """The replica the next batch goes to, waiting for one to be free."""
+        while True:
+            replica = self._choose()
+            if replica is not None:
+                return replica
+            self._freed.clear()
+            await self._freed.wait()
+
+    def _choose(self) -> Replica | None:
+        free = [r for r in self.replicas if not r.busy]
+        usable = [r for r in free if self._usable(r)]
+        if not usable:
+            if any(self._usable(r) for r in self.replicas):
+                return None  # wait for a busy replica that can serve
+            # None can load now: the first free one fails the batch (ModelUnavailable).
+            return free[0] if free else None
+        return min(
+            usable,
+            key=lambda r: (
+                not r.resident,
+                r.status.state is LoadState.FAILED,
+                r.worker.running,
+                r.index,
+            ),
+        )
+
+    def _dispatch(self, replica: Replica, batch: list[GenerationJob]) -> None:
+        replica.busy = True
+        task = asyncio.get_running_loop().create_task(
+            self._process(replica, batch), name=f"murano-batch-{self.model_id}-{replica.name}"
+        )
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
 
     async def _wait_for_postprocessing(self) -> None:
         """Back-pressure: the device waits for the CPUs instead of piling up images."""
-        while len(self._post_tasks) > self._config.max_pending_batches:
+        limit = self._config.max_pending_batches * len(self.replicas)
+        while len(self._post_tasks) > limit:
             self._post_done.clear()
             await self._post_done.wait()
 
@@ -253,45 +310,81 @@ class ModelQueue:
                 self._queue.remove(job)
                 job.fail(DeadlineExceeded((now - job.stamps[JobState.QUEUED]) * 1000))
 
-    async def _process(self, batch: list[GenerationJob]) -> None:
+    async def _process(self, replica: Replica, batch: list[GenerationJob]) -> None:
         loop = asyncio.get_running_loop()
-        self.busy = True
+        images: list[list[Image]] | None = None
         try:
-            if not self._is_resident():
-                for job in batch:
+            for job in batch:
+                job.replica = replica.name
+                if not replica.resident:
                     job.move(JobState.LOADING)
-            backend = await self._acquire()
+            backend = await self._acquire(replica)
             batch = [job for job in batch if not job.finished]
             if not batch:
                 return
             control = BatchControl(batch, loop)
-            images = await loop.run_in_executor(self._device, _run_on_device, backend, control)
+            replica.worker.running += 1
+            try:
+                images = await loop.run_in_executor(
+                    replica.worker.executor, _run_on_device, backend, control
+                )
+            finally:
+                replica.worker.running -= 1
             if images is not None and len(images) != len(batch):
                 raise RuntimeError(f"backend returned {len(images)} results for {len(batch)}")
         except asyncio.CancelledError:
             # The server is shutting down: these jobs will not be delivered.
             self._fail(batch, JobCancelled())
             raise
+        except ModelUnavailable as exc:
+            if not self._requeue(replica, batch):
+                self._fail(batch, exc)
+            return
         except MuranoError as exc:
             self._fail(batch, exc)
             return
         except Exception as exc:
-            log.exception("batch of %d jobs failed on model %s", len(batch), self.model_id)
+            log.exception(
+                "batch of %d jobs failed on model %s (replica %s)",
+                len(batch),
+                self.model_id,
+                replica.name,
+            )
             self._fail(batch, InferenceFailed(repr(exc)))
             return
         finally:
-            self.busy = False
-            self._on_idle()
-        if images is None:
-            return  # every job was cancelled before the device started it
-        self._finished_batch(batch, images)
+            self._release(replica)
+        if images is not None:  # None: every job was cancelled before the device started it
+            self._finished_batch(replica, batch, images)
 
-    def _finished_batch(self, batch: list[GenerationJob], images: list[list[Image]]) -> None:
+    def _release(self, replica: Replica) -> None:
+        replica.busy = False
+        self._freed.set()
+        self._on_idle()
+
+    def _requeue(self, failed: Replica, batch: Sequence[GenerationJob]) -> bool:
+        """A replica could not load: its batch goes back to the head of the queue when
+        another replica may serve it (one resident, or one that has not failed too).
+        False when none can."""
+        others = [r for r in self.replicas if r is not failed and self._usable(r)]
+        if not any(r.resident or r.status.state is not LoadState.FAILED for r in others):
+            return False
+        for job in reversed(batch):
+            if not job.finished:
+                self._queue.appendleft(job)
+        self._gauge()
+        self._wake.set()
+        return True
+
+    def _finished_batch(
+        self, replica: Replica, batch: list[GenerationJob], images: list[list[Image]]
+    ) -> None:
         generated = time.monotonic()
         count = sum(len(imgs) for imgs in images)
         started = batch[0].stamps.get(JobState.RUNNING, generated)
-        self._metrics.inference_seconds.labels(self.model_id).observe(generated - started)
-        self._metrics.batch_images.labels(self.model_id).observe(count)
+        labels = (self.model_id, replica.name)
+        self._metrics.inference_seconds.labels(*labels).observe(generated - started)
+        self._metrics.batch_images.labels(*labels).observe(count)
         self._metrics.images.labels(self.model_id).inc(count)
         # Jobs cancelled while the batch ran: their images are discarded here.
         kept = [(job, imgs) for job, imgs in zip(batch, images, strict=True) if not job.finished]

@@ -33,7 +33,18 @@ def first_cells(markdown: str, header: str) -> list[str]:
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--out", str(out)],
+        # The replicas benchmark has a smoke test of its own (below).
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--quick",
+            "--out",
+            str(out),
+            "--only",
+            "overhead",
+            "throughput",
+            "encode",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -88,3 +99,27 @@ def test_throughput_has_every_load_and_the_batch_scaling(results: Path) -> None:
     assert first_cells(text, "clients") == ["1", "4", "16", "64"]
     assert first_cells(text, "batch") == ["1", "4", "16"]
     assert "murano / ceiling" in text and "murano / naive" in text
+
+
+def test_replicas_smoke(tmp_path: Path) -> None:
+    """`benchmarks/replicas.py --smoke`: both servers, side by side, and a ratio."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "replicas.py"),
+            "--smoke",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    text = (tmp_path / "replicas.md").read_text()
+    assert first_cells(text, "setup") == ["2 replicas", "1 replica"]
+    assert first_cells(text, "replica") == ["cpu#0", "cpu#1"]
+    assert "**2 replicas / 1 replica: " in text
+    assert "every replica served batches" in text
