@@ -21,10 +21,10 @@ from murano.api.delivery import DeliveryGuard
 from murano.api.errors import install_error_handlers
 from murano.api.middleware import BodyGuard, Compression, RequestContext
 from murano.api.serving import ImageService, PaymentGate
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import ModelEntry
 from murano.engine.backend import Backend
 from murano.engine.engine import Engine
+from murano.engine.params import GenerationParams
 from murano.engine.scheduler import Inspector, SchedulerConfig
 from murano.gateway import Gateway
 from murano.metrics import Metrics

@@ -19,10 +19,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from murano.accounts.base import Accounts
 from murano.app import create_app
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.engine import Engine
 from murano.engine.fake import FakeBackend
+from murano.engine.params import GenerationParams
 from murano.engine.scheduler import Inspector, SchedulerConfig
 from murano.settings import Settings
 

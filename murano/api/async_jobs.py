@@ -37,8 +37,8 @@ from murano.api.delivery import Delivery
 from murano.api.errors import error_body
 from murano.api.serving import Generated, ImageService, OutputRequest
 from murano.api.streaming import sse
-from murano.catalog.check import GenerationParams
 from murano.engine.job import GenerationJob, JobState
+from murano.engine.params import GenerationParams
 from murano.errors import InferenceFailed, JobNotFound, MuranoError
 from murano.settings import Settings
 from murano.webhooks import UrlPolicy, WebhookDispatcher, load_or_create_secret

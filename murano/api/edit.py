@@ -31,9 +31,9 @@ from murano.api.edit_protocol import (
 )
 from murano.api.serving import Generated, ImageService, OutputRequest
 from murano.api.streaming import openai_stream
-from murano.catalog.check import GenerationParams
 from murano.catalog.editing import attach_inputs, can_edit, check_edit
 from murano.catalog.entries import Catalog, ModelEntry
+from murano.engine.params import GenerationParams
 from murano.errors import InvalidRequest
 from murano.imaging.encode import MIME_TYPES, ImageFormat, sniff_format
 from murano.imaging.inputs import (

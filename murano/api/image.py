@@ -13,8 +13,9 @@ from murano.api.deps import Connection, CurrentPrincipal, Service
 from murano.api.protocol import OPENAI_SIZES, GenerateImageRequest, OpenAIImageRequest
 from murano.api.serving import Generated, ImageService, OutputRequest
 from murano.api.streaming import openai_stream
-from murano.catalog.check import MAX_SIDE, GenerationParams
+from murano.catalog.check import MAX_SIDE
 from murano.catalog.styles import STYLE_NAMES
+from murano.engine.params import GenerationParams
 from murano.errors import InvalidRequest
 from murano.gateway import ratio_for_size
 from murano.imaging.encode import MIME_TYPES, sniff_format

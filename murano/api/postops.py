@@ -24,9 +24,10 @@ from murano.api.postops_protocol import (
     read_body,
 )
 from murano.api.serving import ImageService, OutputRequest
-from murano.catalog.check import GenerationParams, Task, random_seed
+from murano.catalog.check import random_seed
 from murano.catalog.entries import ModelEntry, ModelType
 from murano.catalog.postops import upscale_options, upscale_size, upscale_tier
+from murano.engine.params import GenerationParams, Task
 from murano.engine.upscale import CREATIVITY_TO_STRENGTH
 from murano.errors import InvalidRequest, ModelNotFound
 from murano.imaging.inputs import FetchPolicy, read_image

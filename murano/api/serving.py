@@ -23,10 +23,11 @@ from murano import __version__
 from murano.accounts.base import Accounts, Admission, Charge, Outcome, Principal
 from murano.api.delivery import Delivery, Message
 from murano.api.errors import error_body, status_for
-from murano.catalog.check import GenerationParams, ImageRequest, check
+from murano.catalog.check import ImageRequest, check
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.engine import Engine
 from murano.engine.job import GenerationJob, JobTimings
+from murano.engine.params import GenerationParams
 from murano.errors import (
     DeadlineExceeded,
     JobCancelled,

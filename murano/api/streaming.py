@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from murano.accounts.base import Principal
     from murano.api.delivery import Delivery
     from murano.api.serving import Generated, ImageService, OutputRequest
-    from murano.catalog.check import GenerationParams
     from murano.engine.job import GenerationJob
+    from murano.engine.params import GenerationParams
 
 __all__ = [
     "SSE_HEADERS",

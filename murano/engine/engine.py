@@ -30,10 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.backend import Backend
 from murano.engine.job import GenerationJob, JobState
+from murano.engine.params import GenerationParams
 from murano.engine.scheduler import Inspector, ModelQueue, SchedulerConfig
 from murano.errors import JobCancelled, ModelUnavailable, MuranoError, ShuttingDown
 from murano.metrics import Metrics

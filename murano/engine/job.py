@@ -25,7 +25,7 @@ from typing import Any
 
 from PIL.Image import Image
 
-from murano.catalog.check import GenerationParams
+from murano.engine.params import GenerationParams
 from murano.errors import DeadlineExceeded, JobCancelled, ShuttingDown
 
 __all__ = [

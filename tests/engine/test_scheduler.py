@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from PIL.Image import Image
 
-from murano.catalog.check import GenerationParams
 from murano.engine.engine import Engine
 from murano.engine.job import GenerationJob, JobState
+from murano.engine.params import GenerationParams
 from murano.engine.scheduler import SchedulerConfig
 from murano.errors import DeadlineExceeded, InferenceFailed, JobCancelled, ModelAtCapacity
 from tests.conftest import FakeEngineParts, fake_engine, generation_params
