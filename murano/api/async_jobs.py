@@ -35,10 +35,10 @@ from murano.accounts.base import Accounts, Principal
 from murano.accounts.jobs import JobRecord, JobStore, MemoryJobStore, SqlJobStore
 from murano.api.delivery import Delivery
 from murano.api.errors import error_body
-from murano.api.serving import Generated, ImageService, OutputRequest
+from murano.api.job_spec import JobSpec
+from murano.api.serving import Generated, ImageService
 from murano.api.streaming import sse
 from murano.engine.job import GenerationJob, JobState
-from murano.engine.params import GenerationParams
 from murano.errors import InferenceFailed, JobNotFound, MuranoError
 from murano.settings import Settings
 from murano.webhooks import UrlPolicy, WebhookDispatcher, load_or_create_secret
@@ -196,8 +196,7 @@ class AsyncJobs:
     async def submit(
         self,
         principal: Principal,
-        params: GenerationParams,
-        output: OutputRequest,
+        job: JobSpec,
         echo: Json,
         *,
         endpoint: str,
@@ -209,15 +208,15 @@ class AsyncJobs:
         live = LiveJob(
             id=str(uuid.uuid4()),
             key_id=principal.key_id,
-            model=params.model_id,
-            steps=params.steps,
+            model=job.params.model_id,
+            steps=job.params.steps,
             created_at=self._clock(),
-            preview_every=_preview_every(params.steps),
+            preview_every=_preview_every(job.params.steps),
             webhook=webhook,
         )
         admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         task = asyncio.get_running_loop().create_task(
-            self._run(live, principal, params, output, echo, endpoint, received, admitted)
+            self._run(live, principal, job, echo, endpoint, received, admitted)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -244,8 +243,7 @@ class AsyncJobs:
         self,
         live: LiveJob,
         principal: Principal,
-        params: GenerationParams,
-        output: OutputRequest,
+        spec: JobSpec,
         echo: Json,
         endpoint: str,
         received: float,
@@ -263,8 +261,7 @@ class AsyncJobs:
         try:
             generated = await self.service.generate(
                 principal,
-                params,
-                output,
+                spec,
                 delivery=delivery,
                 endpoint=endpoint,
                 received=received,

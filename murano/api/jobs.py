@@ -63,16 +63,15 @@ async def respond_async(
             "return_binary",
             "return_binary is not available for async jobs: their result is JSON; omit it.",
         )
-    params, output, echo = native_job(body, service)
-    request.state.log_fields = {"model": params.model_id, "images": params.images}
+    job, echo = native_job(body, service)
+    request.state.log_fields = {"model": job.params.model_id, "images": job.params.images}
     if webhook is not None:
         if jobs.dispatcher is None:
             raise InvalidRequest("webhook_url", "Webhooks are not enabled on this server.")
         await jobs.dispatcher.policy.check(webhook["url"])
     live = await jobs.submit(
         principal,
-        params,
-        output,
+        job,
         echo,
         endpoint="image/generate",
         received=received,
@@ -98,11 +97,7 @@ async def create_job(
         webhook = {"url": body.webhook_url, "events": events}
     elif body.webhook_events is not None:
         raise InvalidRequest("webhook_events", "webhook_events needs a webhook_url.")
-    fields = {name: getattr(body, name) for name in GenerateImageRequest.model_fields}
-    native = GenerateImageRequest.model_construct(
-        _fields_set=body.model_fields_set & set(fields), **fields
-    )
-    return await respond_async(request, native, principal, service, webhook=webhook)
+    return await respond_async(request, body, principal, service, webhook=webhook)
 
 
 @router.get("/image/jobs")

@@ -18,12 +18,13 @@ from fastapi import APIRouter, Depends, Request, Response
 from PIL.Image import Image
 
 from murano.api.deps import CurrentPrincipal, Service
+from murano.api.job_spec import JobSpec, OutputRequest
 from murano.api.postops_protocol import (
     BackgroundRemoveImageRequest,
     UpscaleImageRequest,
     read_body,
 )
-from murano.api.serving import ImageService, OutputRequest
+from murano.api.serving import ImageService
 from murano.catalog.check import random_seed
 from murano.catalog.entries import ModelEntry, ModelType
 from murano.catalog.postops import upscale_options, upscale_size, upscale_tier
@@ -91,8 +92,7 @@ async def _deliver(
     request.state.log_fields = {"model": params.model_id, "images": 1}
     generated = await service.generate(
         principal,
-        params,
-        _PNG,
+        JobSpec(params, _PNG),
         received=received,
         is_disconnected=request.is_disconnected,
         endpoint=endpoint,

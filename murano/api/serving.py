@@ -23,7 +23,7 @@ from murano import __version__
 from murano.accounts.base import Accounts, Admission, Charge, Outcome, Principal
 from murano.api.delivery import Delivery, Message
 from murano.api.errors import error_body, status_for
-from murano.catalog.check import ImageRequest, check
+from murano.api.job_spec import JobSpec, OutputRequest
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.engine import Engine
 from murano.engine.job import GenerationJob, JobTimings
@@ -36,30 +36,18 @@ from murano.errors import (
     ShuttingDown,
 )
 from murano.gateway import Gateway, UpstreamRequest
-from murano.imaging.encode import ImageFormat, encode
+from murano.imaging.encode import encode
 from murano.imaging.metadata import ImageMetadata
 from murano.imaging.placeholder import blacked_out, violation_placeholder_png
 from murano.postprocess import OutputOptions, Rendered, render
 
-__all__ = ["Generated", "ImageService", "OutputRequest", "PaymentGate"]
+__all__ = ["Generated", "ImageService", "PaymentGate"]
 
 log = logging.getLogger("murano.api")
 
 # The x402 layer, when enabled: given an anonymous principal and the priced request, it
 # either raises PaymentRequired or returns an admission backed by a verified payment.
 PaymentGate = Callable[[Principal, Charge], Awaitable[Admission]]
-
-
-@dataclass(frozen=True, slots=True)
-class OutputRequest:
-    fmt: ImageFormat
-    safe_mode: bool
-    hide_watermark: bool
-    embed_metadata: bool
-    style_preset: str | None = None
-    binary: bool = False
-    # Also base64-encode the images on the post-processing pool (JSON responses).
-    as_base64: bool = False
 
 
 @dataclass(slots=True)
@@ -115,14 +103,10 @@ class ImageService:
         self.payment_gate = payment_gate
         self.gateway = gateway
 
-    def resolve(self, model_id: str, request: ImageRequest, *, max_side: int) -> GenerationParams:
-        return check(self.catalog.get(model_id), request, max_side=max_side)
-
     async def generate(
         self,
         principal: Principal,
-        params: GenerationParams,
-        output: OutputRequest,
+        job_spec: JobSpec,
         *,
         endpoint: str,
         delivery: Delivery | None = None,
@@ -135,6 +119,7 @@ class ImageService:
         default the current request's, see `murano.api.delivery`), which also watches the
         connection (`is_disconnected` is accepted for older callers and not needed); `on_job`
         sees the job once it is queued."""
+        params, output = job_spec.params, job_spec.output
         delivery = delivery or Delivery.current()
         received = time.monotonic() if received is None else received
         entry = self.catalog.get(params.model_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from dataclasses import dataclass
 from typing import Protocol
 
 from murano.catalog.entries import ModelEntry
@@ -16,6 +17,7 @@ __all__ = [
     "MAX_SIDE",
     "RESOLUTION_TIERS",
     "ImageRequest",
+    "TextToImage",
     "check",
     "random_seed",
     "size_for_aspect_ratio",
@@ -58,6 +60,28 @@ class ImageRequest(Protocol):
     def enable_web_search(self) -> bool | None: ...
     @property
     def enhance_prompt(self) -> bool | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TextToImage:
+    """An `ImageRequest` built from another dialect's request (OpenAI's `size`, `n`): the
+    fields it sets, the rest absent."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    aspect_ratio: str | None = None
+    resolution: str | None = None
+    quality: str | None = None
+    cfg_scale: float | None = None
+    steps: int | None = None
+    seed: int | None = None
+    variants: int | None = None
+    lora_strength: int | None = None
+    style_preset: str | None = None
+    enable_web_search: bool | None = None
+    enhance_prompt: bool | None = None
 
 
 def size_for_aspect_ratio(ratio: str, tier: str, divisor: int) -> tuple[int, int]:

@@ -224,7 +224,7 @@ async def test_disconnect_before_start_removes_the_job_and_charges_nothing(
     billing: Billing,
 ) -> None:
     from murano.api.delivery import Delivery
-    from murano.api.serving import OutputRequest
+    from murano.api.job_spec import JobSpec, OutputRequest
     from murano.errors import JobCancelled
 
     key = await billing.key("1")
@@ -242,8 +242,12 @@ async def test_disconnect_before_start_removes_the_job_and_charges_nothing(
     with pytest.raises(JobCancelled):
         await app.state.service.generate(
             principal,
-            params,
-            OutputRequest(fmt="png", safe_mode=False, hide_watermark=False, embed_metadata=False),
+            JobSpec(
+                params,
+                OutputRequest(
+                    fmt="png", safe_mode=False, hide_watermark=False, embed_metadata=False
+                ),
+            ),
             received=0.0,
             delivery=Delivery(disconnected, guarded=False),
             endpoint="image/generate",
