@@ -24,10 +24,12 @@ from murano.api.serving import ImageService, PaymentGate
 from murano.catalog.entries import ModelEntry
 from murano.engine.backend import Backend
 from murano.engine.engine import Engine
+from murano.engine.job import Inspector
 from murano.engine.params import GenerationParams
-from murano.engine.scheduler import Inspector, SchedulerConfig
+from murano.engine.scheduler import SchedulerConfig
 from murano.gateway import Gateway
 from murano.metrics import Metrics
+from murano.safety.policy import SafetyPolicy
 from murano.settings import Settings
 
 __all__ = ["build_engine", "create_app"]
@@ -35,7 +37,7 @@ __all__ = ["build_engine", "create_app"]
 log = logging.getLogger("murano")
 
 
-def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | None) -> Engine:
+def build_engine(settings: Settings, metrics: Metrics) -> Engine:
     """The real engine: the catalog from settings (the embedded tiny models when none is
     configured, built on first start) and diffusers, upscaler and background-removal
     backends."""
@@ -84,7 +86,6 @@ def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | No
         if settings.memory_budget_gb is None
         else int(settings.memory_budget_gb * 1e9),
         postprocess_threads=settings.postprocess_threads,
-        inspector=inspector,
         batch_key=key,
         load_retry_s=settings.load_retry_s,
         load_retry_max_s=settings.load_retry_max_s,
@@ -141,9 +142,11 @@ def create_app(
     job_store: JobStore | None = None,
 ) -> FastAPI:
     metrics = metrics or (engine.metrics if engine is not None else Metrics())
+    # Safe mode's one home: every job's decision comes from this policy, whoever built the
+    # engine (the engine and the gateway run the classifier a job's decision names).
+    safety = SafetyPolicy(inspector or _build_inspector(settings))
     if engine is None:
-        inspector = inspector or _build_inspector(settings)
-        engine = build_engine(settings, metrics, inspector)
+        engine = build_engine(settings, metrics)
     if accounts is None:
         from murano.accounts import build_accounts
 
@@ -157,12 +160,12 @@ def create_app(
         log.warning(
             "AUTHENTICATION IS OFF (--no-auth): anyone who can reach this server can use it"
         )
-    gateway = gateway or Gateway(metrics=metrics, inspector=inspector)
+    gateway = gateway or Gateway(metrics=metrics)
     service = ImageService(
         engine.catalog,
         engine,
         accounts,
-        safety_available=inspector is not None,
+        safety=safety,
         blocked_terms=settings.blocked_terms,
         watermark=settings.watermark,
         allow_hide_watermark=settings.allow_hide_watermark,

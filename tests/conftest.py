@@ -23,7 +23,7 @@ from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.engine import Engine
 from murano.engine.fake import FakeBackend
 from murano.engine.params import GenerationParams
-from murano.engine.scheduler import Inspector, SchedulerConfig
+from murano.engine.scheduler import SchedulerConfig
 from murano.settings import Settings
 
 API_KEY = "test-key-0123456789"
@@ -125,10 +125,9 @@ def fake_engine(
     parts: FakeEngineParts,
     *,
     config: SchedulerConfig | None = None,
-    inspector: Inspector | None = None,
     catalog: Catalog | None = None,
 ) -> Engine:
-    return Engine(catalog or test_catalog(), parts.factory, config=config, inspector=inspector)
+    return Engine(catalog or test_catalog(), parts.factory, config=config)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

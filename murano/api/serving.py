@@ -7,7 +7,6 @@ response's last byte was sent, and released on anything else."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import time
@@ -40,6 +39,7 @@ from murano.imaging.encode import encode
 from murano.imaging.metadata import ImageMetadata
 from murano.imaging.placeholder import blacked_out, violation_placeholder_png
 from murano.postprocess import OutputOptions, Rendered, render
+from murano.safety.policy import SafetyDecision, SafetyPolicy
 
 __all__ = ["Generated", "ImageService", "PaymentGate"]
 
@@ -60,6 +60,9 @@ class Generated:
     content_violation: bool = False
     # The job (None for a refused prompt); in `sending` until its response was sent.
     job: GenerationJob | None = None
+    # The job's `SafetyDecision.checked`: False when safe mode was asked for and nothing
+    # classified the images.
+    safety_checked: bool = True
 
     @property
     def headers(self) -> dict[str, str]:
@@ -68,7 +71,7 @@ class Generated:
         headers["x-venice-model-name"] = self.entry.model_spec.name
         headers["x-venice-is-blurred"] = _flag(self.rendered.blurred)
         headers["x-venice-is-content-violation"] = _flag(self.content_violation)
-        if not self.rendered.checked:
+        if not self.safety_checked:
             headers["x-murano-safety-checked"] = "false"
         return headers
 
@@ -84,7 +87,7 @@ class ImageService:
         engine: Engine,
         accounts: Accounts,
         *,
-        safety_available: bool,
+        safety: SafetyPolicy,
         blocked_terms: list[str],
         watermark: bool,
         allow_hide_watermark: bool,
@@ -95,7 +98,7 @@ class ImageService:
         self.catalog = catalog
         self.engine = engine
         self.accounts = accounts
-        self.safety_available = safety_available
+        self.safety = safety
         self.blocked_terms = [term.lower() for term in blocked_terms if term]
         self.watermark = watermark
         self.allow_hide_watermark = allow_hide_watermark
@@ -132,13 +135,14 @@ class ImageService:
         try:
             if self._violates_policy(params):
                 return await self._violation(entry, params, output, admission, received)
+            safety = self.safety.decide(entry, output.safe_mode)
             if entry.upstream is not None:
-                return await self._forward(entry, params, output, admission, received, delivery)
+                return await self._forward(entry, job_spec, safety, admission, received, delivery)
             job = GenerationJob(
                 params=params,
                 finish=partial(_finish, options=self._options(entry, params, output)),
                 batch_key=self.engine.batch_key(params),
-                safety_check=output.safe_mode and self.safety_available,
+                classifier=safety.classifier,
                 received=received,
                 preview_every=preview_every,
             )
@@ -147,8 +151,6 @@ class ImageService:
                 on_job(job)
             delivery.watch()
             rendered = await self._wait(job, delivery)
-            if not output.safe_mode or not self.safety_available:
-                rendered = dataclasses.replace(rendered, checked=not output.safe_mode)
         except BaseException as exc:
             if job is not None:
                 self.engine.cancel(job)
@@ -156,7 +158,9 @@ class ImageService:
             if isinstance(exc, MuranoError):
                 exc.headers = {**admission.headers, **exc.headers}
             raise
-        generated = Generated(entry, params, rendered, job.timings, admission, job=job)
+        generated = Generated(
+            entry, params, rendered, job.timings, admission, job=job, safety_checked=safety.checked
+        )
         if delivery.guarded:
             delivery.attach(_Settlement(self, job, admission))
         else:
@@ -235,8 +239,8 @@ class ImageService:
     async def _forward(
         self,
         entry: ModelEntry,
-        params: GenerationParams,
-        output: OutputRequest,
+        job_spec: JobSpec,
+        safety: SafetyDecision,
         admission: Admission,
         received: float,
         delivery: Delivery,
@@ -246,11 +250,13 @@ class ImageService:
         error (the caller's `except` above)."""
         if self.gateway is None:
             raise ModelUnavailable(entry.id, "no upstream gateway")
+        params, output = job_spec.params, job_spec.output
         request = UpstreamRequest(
             params, output.fmt, output.safe_mode, output.hide_watermark, output.embed_metadata
         )
         started = time.monotonic()
-        result = await self.gateway.generate(entry, request, self._options(entry, params, output))
+        options = self._options(entry, params, output)
+        result = await self.gateway.generate(entry, request, options, safety)
         timings = JobTimings(
             received,
             enqueued=started,
@@ -265,7 +271,15 @@ class ImageService:
             delivery.attach(_Settlement(self, None, admission, timings))
         else:
             await self._settle(admission, Outcome.DELIVERED, timings)
-        return Generated(entry, params, result.rendered, timings, admission, violation)
+        return Generated(
+            entry,
+            params,
+            result.rendered,
+            timings,
+            admission,
+            violation,
+            safety_checked=safety.checked,
+        )
 
     def _violates_policy(self, params: GenerationParams) -> bool:
         text = params.prompt.lower()
@@ -289,7 +303,7 @@ class ImageService:
         else:
             black = blacked_out(params.width, params.height)
             images = [encode(black, output.fmt)] * params.images
-        rendered = Rendered(images, blurred=False, checked=True)
+        rendered = Rendered(images, blurred=False)
         return Generated(entry, params, rendered, timings, admission, content_violation=True)
 
 

@@ -34,7 +34,7 @@ from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.backend import Backend
 from murano.engine.job import GenerationJob, JobState
 from murano.engine.params import GenerationParams
-from murano.engine.scheduler import Inspector, ModelQueue, SchedulerConfig
+from murano.engine.scheduler import ModelQueue, SchedulerConfig
 from murano.errors import JobCancelled, ModelUnavailable, MuranoError, ShuttingDown
 from murano.metrics import Metrics
 
@@ -79,7 +79,6 @@ class Engine:
         max_resident: int = 2,
         memory_budget_bytes: int | None = None,
         postprocess_threads: int = 2,
-        inspector: Inspector | None = None,
         batch_key: BatchKeyFn | None = None,
         load_retry_s: float = 30.0,
         load_retry_max_s: float = 600.0,
@@ -117,7 +116,6 @@ class Engine:
                 device_executor=self._device,
                 cpu_executor=self._cpu,
                 metrics=self.metrics,
-                inspector=inspector,
                 is_resident=self._resident_check(entry.id),
                 on_idle=self._room_changed,
             )

@@ -205,7 +205,7 @@ async def test_safe_mode_flags_come_from_one_classifier_call(parts: FakeEnginePa
         calls.append(len(images))
         return [i % 2 == 0 for i in range(len(images))]
 
-    engine = fake_engine(parts, inspector=inspector)
+    engine = fake_engine(parts)
     backend = await engine.ensure_loaded("test-model")
     gate = threading.Event()
     backend.gate = gate  # type: ignore[attr-defined]
@@ -219,7 +219,7 @@ async def test_safe_mode_flags_come_from_one_classifier_call(parts: FakeEnginePa
             params=params(seed=i, images=2),
             finish=record,
             batch_key=engine.batch_key(BASE),
-            safety_check=i != 1,
+            classifier=inspector if i != 1 else None,
         )
         for i in range(3)
     ]
