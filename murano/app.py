@@ -219,10 +219,8 @@ def create_app(
         app.include_router(playground.router)
     if payment_gate is not None:
         from murano.api import x402
-        from murano.payments import X402Context
 
         app.include_router(x402.router)
-        app.add_middleware(X402Context)
     app.add_middleware(
         BodyGuard, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
     )

@@ -32,6 +32,7 @@ from typing import Any
 from PIL.Image import Image
 
 from murano.accounts.base import Accounts, Principal
+from murano.accounts.credentials import Credentials
 from murano.accounts.jobs import JobRecord, JobStore, MemoryJobStore, SqlJobStore
 from murano.api.delivery import Delivery
 from murano.api.errors import error_body
@@ -195,7 +196,7 @@ class AsyncJobs:
 
     async def submit(
         self,
-        principal: Principal,
+        credentials: Credentials,
         job: JobSpec,
         echo: Json,
         *,
@@ -207,7 +208,7 @@ class AsyncJobs:
         request would have answered). The rest runs in the background."""
         live = LiveJob(
             id=str(uuid.uuid4()),
-            key_id=principal.key_id,
+            key_id=credentials.principal.key_id,
             model=job.params.model_id,
             steps=job.params.steps,
             created_at=self._clock(),
@@ -216,7 +217,7 @@ class AsyncJobs:
         )
         admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         task = asyncio.get_running_loop().create_task(
-            self._run(live, principal, job, echo, endpoint, received, admitted)
+            self._run(live, credentials, job, echo, endpoint, received, admitted)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -242,7 +243,7 @@ class AsyncJobs:
     async def _run(
         self,
         live: LiveJob,
-        principal: Principal,
+        credentials: Credentials,
         spec: JobSpec,
         echo: Json,
         endpoint: str,
@@ -260,7 +261,7 @@ class AsyncJobs:
 
         try:
             generated = await self.service.generate(
-                principal,
+                credentials,
                 spec,
                 delivery=delivery,
                 endpoint=endpoint,

@@ -19,8 +19,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from PIL.Image import Image
 
-from murano.accounts.base import Principal
-from murano.api.deps import Connection, CurrentPrincipal, Service
+from murano.accounts.credentials import Credentials
+from murano.api.deps import Connection, CurrentCredentials, Service
 from murano.api.edit_protocol import (
     EditImageRequest,
     MultiEditImageRequest,
@@ -85,7 +85,7 @@ async def _read_all(
 
 async def _run(
     request: Request,
-    principal: Principal,
+    credentials: Credentials,
     service: ImageService,
     job: JobSpec,
     *,
@@ -94,7 +94,7 @@ async def _run(
 ) -> Generated:
     request.state.log_fields = {"model": job.params.model_id, "images": job.params.images}
     generated = await service.generate(
-        principal,
+        credentials,
         job,
         received=received,
         is_disconnected=request.is_disconnected,
@@ -112,7 +112,7 @@ def _binary(generated: Generated, fmt: ImageFormat) -> Response:
 
 async def _venice_edit(
     request: Request,
-    principal: Principal,
+    credentials: Credentials,
     service: ImageService,
     *,
     model_id: str | None,
@@ -125,18 +125,20 @@ async def _venice_edit(
     entry = _edit_model(service.catalog, model_id)
     images = await _read_all(values, names, _policy(request))
     job = await asyncio.to_thread(body.to_job, entry, images)
-    generated = await _run(request, principal, service, job, received=received, endpoint=endpoint)
+    generated = await _run(request, credentials, service, job, received=received, endpoint=endpoint)
     return _binary(generated, job.output.fmt)
 
 
 @router.post("/image/edit", response_model=None)
-async def edit_image(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
+async def edit_image(
+    request: Request, credentials: CurrentCredentials, service: Service
+) -> Response:
     body = await parse_body(request, EditImageRequest)
     model_id = body.model or body.modelId
     body.refuse_unsupported(model_id or "default")
     return await _venice_edit(
         request,
-        principal,
+        credentials,
         service,
         model_id=model_id,
         values=[body.image],
@@ -148,13 +150,13 @@ async def edit_image(request: Request, principal: CurrentPrincipal, service: Ser
 
 @router.post("/image/multi-edit", response_model=None)
 async def multi_edit_image(
-    request: Request, principal: CurrentPrincipal, service: Service
+    request: Request, credentials: CurrentCredentials, service: Service
 ) -> Response:
     body = await parse_body(request, MultiEditImageRequest)
     body.refuse_unsupported(body.modelId or "default")
     return await _venice_edit(
         request,
-        principal,
+        credentials,
         service,
         model_id=body.modelId,
         values=body.images,
@@ -170,7 +172,7 @@ def _openai_mask(data: bytes, size: tuple[int, int]) -> Image:
 
 @router.post("/images/edits", response_model=None)
 async def openai_edits(
-    request: Request, principal: CurrentPrincipal, service: Service, delivery: Connection
+    request: Request, credentials: CurrentCredentials, service: Service, delivery: Connection
 ) -> Response:
     received = time.monotonic()
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
@@ -189,7 +191,7 @@ async def openai_edits(
         request.state.log_fields = {"model": job.params.model_id, "images": job.params.images}
         return await openai_stream(
             service,
-            principal,
+            credentials,
             job,
             delivery=delivery,
             received=received,
@@ -200,7 +202,7 @@ async def openai_edits(
             prefix="image_edit",
         )
     generated = await _run(
-        request, principal, service, job, received=received, endpoint="images/edits"
+        request, credentials, service, job, received=received, endpoint="images/edits"
     )
     image = generated.rendered.images[0]
     b64 = base64.b64encode(image).decode()

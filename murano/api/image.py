@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from murano.accounts.base import Principal
+from murano.accounts.credentials import Credentials
 from murano.api.delivery import Delivery
-from murano.api.deps import Connection, CurrentPrincipal, Service
+from murano.api.deps import Connection, CurrentCredentials, Service
 from murano.api.job_spec import JobSpec
 from murano.api.protocol import GenerateImageRequest, OpenAIImageRequest
 from murano.api.serving import Generated, ImageService
@@ -32,7 +32,7 @@ def _log(request: Request, params: GenerationParams, generated: Generated | None
 
 async def _generate(
     request: Request,
-    principal: Principal,
+    credentials: Credentials,
     service: ImageService,
     job: JobSpec,
     *,
@@ -43,7 +43,7 @@ async def _generate(
     """Both endpoints' common path: log fields, generate, log the timings."""
     _log(request, job.params, None)
     generated = await service.generate(
-        principal, job, delivery=delivery, received=received, endpoint=endpoint
+        credentials, job, delivery=delivery, received=received, endpoint=endpoint
     )
     _log(request, job.params, generated)
     return generated
@@ -53,7 +53,7 @@ async def _generate(
 async def generate_image(
     body: GenerateImageRequest,
     request: Request,
-    principal: CurrentPrincipal,
+    credentials: CurrentCredentials,
     service: Service,
     delivery: Connection,
 ) -> Response:
@@ -61,11 +61,11 @@ async def generate_image(
     from murano.api import jobs  # imports this module
 
     if jobs.prefers_async(request):
-        return await jobs.respond_async(request, body, principal, service)
+        return await jobs.respond_async(request, body, credentials, service)
     job, echo = native_job(body, service)
     generated = await _generate(
         request,
-        principal,
+        credentials,
         service,
         job,
         delivery=delivery,
@@ -95,7 +95,7 @@ def native_job(body: GenerateImageRequest, service: ImageService) -> tuple[JobSp
 async def openai_generations(
     body: OpenAIImageRequest,
     request: Request,
-    principal: CurrentPrincipal,
+    credentials: CurrentCredentials,
     service: Service,
     delivery: Connection,
 ) -> Response:
@@ -105,7 +105,7 @@ async def openai_generations(
         _log(request, job.params, None)
         return await openai_stream(
             service,
-            principal,
+            credentials,
             job,
             delivery=delivery,
             received=received,
@@ -115,7 +115,7 @@ async def openai_generations(
         )
     generated = await _generate(
         request,
-        principal,
+        credentials,
         service,
         job,
         delivery=delivery,

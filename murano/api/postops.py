@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from PIL.Image import Image
 
-from murano.api.deps import CurrentPrincipal, Service
+from murano.api.deps import CurrentCredentials, Service
 from murano.api.job_spec import JobSpec, OutputRequest
 from murano.api.postops_protocol import (
     BackgroundRemoveImageRequest,
@@ -82,7 +82,7 @@ def _job(
 
 async def _deliver(
     request: Request,
-    principal: CurrentPrincipal,
+    credentials: CurrentCredentials,
     service: ImageService,
     params: GenerationParams,
     *,
@@ -91,7 +91,7 @@ async def _deliver(
 ) -> Response:
     request.state.log_fields = {"model": params.model_id, "images": 1}
     generated = await service.generate(
-        principal,
+        credentials,
         JobSpec(params, _PNG),
         received=received,
         is_disconnected=request.is_disconnected,
@@ -103,7 +103,7 @@ async def _deliver(
 
 @router.post("/image/upscale", response_model=None)
 async def upscale_image(
-    request: Request, principal: CurrentPrincipal, service: Service, policy: Policy
+    request: Request, credentials: CurrentCredentials, service: Service, policy: Policy
 ) -> Response:
     received = time.monotonic()
     body = await read_body(request, UpscaleImageRequest)
@@ -122,13 +122,13 @@ async def upscale_image(
         # The creativity pass runs on an image model; have it resident before queueing.
         await service.engine.ensure_loaded(options.creativity_model or service.catalog.default_id)
     return await _deliver(
-        request, principal, service, params, received=received, endpoint="image/upscale"
+        request, credentials, service, params, received=received, endpoint="image/upscale"
     )
 
 
 @router.post("/image/background-remove", response_model=None)
 async def remove_background(
-    request: Request, principal: CurrentPrincipal, service: Service, policy: Policy
+    request: Request, credentials: CurrentCredentials, service: Service, policy: Policy
 ) -> Response:
     received = time.monotonic()
     body = await read_body(request, BackgroundRemoveImageRequest)
@@ -137,5 +137,5 @@ async def remove_background(
     image = await read_image(value, field=field, policy=policy)
     params = _job(entry, "background-remove", image, image.size)
     return await _deliver(
-        request, principal, service, params, received=received, endpoint="image/background-remove"
+        request, credentials, service, params, received=received, endpoint="image/background-remove"
     )

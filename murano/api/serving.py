@@ -19,7 +19,8 @@ from typing import Any
 from fastapi.responses import Response
 
 from murano import __version__
-from murano.accounts.base import Accounts, Admission, Charge, Outcome, Principal
+from murano.accounts.base import Accounts, Admission, Charge, Outcome
+from murano.accounts.credentials import Credentials
 from murano.api.delivery import Delivery, Message
 from murano.api.errors import error_body, status_for
 from murano.api.job_spec import JobSpec, OutputRequest
@@ -45,9 +46,10 @@ __all__ = ["Generated", "ImageService", "PaymentGate"]
 
 log = logging.getLogger("murano.api")
 
-# The x402 layer, when enabled: given an anonymous principal and the priced request, it
-# either raises PaymentRequired or returns an admission backed by a verified payment.
-PaymentGate = Callable[[Principal, Charge], Awaitable[Admission]]
+# The x402 layer, when enabled: given an anonymous caller's credentials (its x402 headers)
+# and the priced request, it either raises PaymentRequired or returns an admission backed
+# by a verified payment or a wallet's credit.
+PaymentGate = Callable[[Credentials, Charge], Awaitable[Admission]]
 
 
 @dataclass(slots=True)
@@ -108,7 +110,7 @@ class ImageService:
 
     async def generate(
         self,
-        principal: Principal,
+        credentials: Credentials,
         job_spec: JobSpec,
         *,
         endpoint: str,
@@ -118,10 +120,10 @@ class ImageService:
         on_job: Callable[[GenerationJob], None] | None = None,
         is_disconnected: Callable[[], Awaitable[bool]] | None = None,
     ) -> Generated:
-        """Generate for `principal`. The result's settlement waits on `delivery` (by
-        default the current request's, see `murano.api.delivery`), which also watches the
-        connection (`is_disconnected` is accepted for older callers and not needed); `on_job`
-        sees the job once it is queued."""
+        """Generate for the caller who presented `credentials`. The result's settlement
+        waits on `delivery` (by default the current request's, see `murano.api.delivery`),
+        which also watches the connection (`is_disconnected` is accepted for older callers
+        and not needed); `on_job` sees the job once it is queued."""
         params, output = job_spec.params, job_spec.output
         delivery = delivery or Delivery.current()
         received = time.monotonic() if received is None else received
@@ -130,7 +132,7 @@ class ImageService:
         charge = Charge(entry.id, params.images, Decimal(price), endpoint)
         # Cheap refusals first: a full queue or a draining server reserves nothing.
         self.engine.check_room(params.model_id)
-        admission = await self._admit(principal, charge)
+        admission = await self._admit(credentials, charge)
         job: GenerationJob | None = None
         try:
             if self._violates_policy(params):
@@ -169,10 +171,12 @@ class ImageService:
             await self._settle(admission, Outcome.DELIVERED, job.timings)
         return generated
 
-    async def _admit(self, principal: Principal, charge: Charge) -> Admission:
-        if principal.anonymous and self.payment_gate is not None:
-            return await self.payment_gate(principal, charge)
-        return await self.accounts.admit(principal, charge)
+    async def _admit(self, credentials: Credentials, charge: Charge) -> Admission:
+        """Admission for what the caller presented: an x402 payment or wallet sign-in
+        (the payment gate), else the key's balance and rate limit (the accounts)."""
+        if credentials.x402 is not None and self.payment_gate is not None:
+            return await self.payment_gate(credentials, charge)
+        return await self.accounts.admit(credentials.principal, charge)
 
     async def _settle(self, admission: Admission, outcome: Outcome, timings: JobTimings) -> None:
         if admission.settle_hook is not None:

@@ -24,7 +24,7 @@ from murano.imaging.encode import ImageFormat, encode
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from murano.accounts.base import Principal
+    from murano.accounts.credentials import Credentials
     from murano.api.delivery import Delivery
     from murano.api.job_spec import JobSpec
     from murano.api.serving import Generated, ImageService
@@ -144,7 +144,7 @@ def openai_error(message: str, *, status: int, code: str | None = None) -> bytes
 
 async def openai_stream(
     service: ImageService,
-    principal: Principal,
+    credentials: Credentials,
     job: JobSpec,
     *,
     delivery: Delivery,
@@ -179,7 +179,7 @@ async def openai_stream(
 
     task = loop.create_task(
         service.generate(
-            principal,
+            credentials,
             job,
             delivery=delivery,
             endpoint=endpoint,

@@ -223,6 +223,7 @@ async def test_fifty_concurrent_requests_on_ten_images(billing: Billing) -> None
 async def test_disconnect_before_start_removes_the_job_and_charges_nothing(
     billing: Billing,
 ) -> None:
+    from murano.accounts.credentials import Credentials
     from murano.api.delivery import Delivery
     from murano.api.job_spec import JobSpec, OutputRequest
     from murano.errors import JobCancelled
@@ -241,7 +242,7 @@ async def test_disconnect_before_start_removes_the_job_and_charges_nothing(
 
     with pytest.raises(JobCancelled):
         await app.state.service.generate(
-            principal,
+            Credentials(principal),
             JobSpec(
                 params,
                 OutputRequest(
