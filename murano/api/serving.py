@@ -1,8 +1,9 @@
-"""The generation service behind every image endpoint: check the request against the model,
-refuse cheaply when the queue cannot take it, admit the caller (reserve), queue the job, wait
-for it while watching the connection (a disconnect cancels the job in any state), and hand
-the settlement to the request's `Delivery`: the reservation is committed only once the
-response's last byte was sent, and released on anything else."""
+"""The generation service behind every image endpoint. Given a checked job (the request's
+own `to_job`) and the caller's `Credentials`: refuse cheaply when the queue cannot take it,
+admit the caller (reserve, or the x402 gate), decide safe mode once (`SafetyPolicy`), queue
+the job, wait for it while watching the connection (a disconnect cancels the job in any
+state), and hand the settlement to the request's `Delivery`: the reservation is committed
+only once the response's last byte was sent, and released on anything else."""
 
 from __future__ import annotations
 
