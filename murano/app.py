@@ -21,13 +21,15 @@ from murano.api.delivery import DeliveryGuard
 from murano.api.errors import install_error_handlers
 from murano.api.middleware import BodyGuard, Compression, RequestContext
 from murano.api.serving import ImageService, PaymentGate
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.backend import Backend
 from murano.engine.engine import Engine
-from murano.engine.scheduler import Inspector, SchedulerConfig
+from murano.engine.job import Inspector
+from murano.engine.params import GenerationParams
+from murano.engine.scheduler import SchedulerConfig
 from murano.gateway import Gateway
 from murano.metrics import Metrics
+from murano.safety.policy import SafetyPolicy
 from murano.settings import Settings
 
 __all__ = ["build_engine", "build_inspector", "build_settings_catalog", "create_app"]
@@ -65,7 +67,6 @@ def build_settings_catalog(settings: Settings) -> Catalog:
 def build_engine(
     settings: Settings,
     metrics: Metrics,
-    inspector: Inspector | None,
     catalog: Catalog | None = None,
 ) -> Engine:
     """The real engine: the catalog from settings (or `catalog`) and diffusers, upscaler
@@ -112,7 +113,6 @@ def build_engine(
         if settings.memory_budget_gb is None
         else int(settings.memory_budget_gb * 1e9),
         postprocess_threads=settings.postprocess_threads,
-        inspector=inspector,
         batch_key=key,
         load_retry_s=settings.load_retry_s,
         load_retry_max_s=settings.load_retry_max_s,
@@ -170,9 +170,11 @@ def create_app(
     job_store: JobStore | None = None,
 ) -> FastAPI:
     metrics = metrics or (engine.metrics if engine is not None else Metrics())
+    # Safe mode's one home: every job's decision comes from this policy, whoever built the
+    # engine (the engine and the gateway run the classifier a job's decision names).
+    safety = SafetyPolicy(inspector or build_inspector(settings))
     if engine is None:
-        inspector = inspector or build_inspector(settings)
-        engine = build_engine(settings, metrics, inspector)
+        engine = build_engine(settings, metrics)
     if accounts is None:
         from murano.accounts import build_accounts
 
@@ -186,12 +188,12 @@ def create_app(
         log.warning(
             "AUTHENTICATION IS OFF (--no-auth): anyone who can reach this server can use it"
         )
-    gateway = gateway or Gateway(metrics=metrics, inspector=inspector)
+    gateway = gateway or Gateway(metrics=metrics)
     service = ImageService(
         engine.catalog,
         engine,
         accounts,
-        safety_available=inspector is not None,
+        safety=safety,
         blocked_terms=settings.blocked_terms,
         watermark=settings.watermark,
         allow_hide_watermark=settings.allow_hide_watermark,
@@ -245,10 +247,8 @@ def create_app(
         app.include_router(playground.router)
     if payment_gate is not None:
         from murano.api import x402
-        from murano.payments import X402Context
 
         app.include_router(x402.router)
-        app.add_middleware(X402Context)
     app.add_middleware(
         BodyGuard, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
     )

@@ -19,12 +19,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from murano.accounts.base import Accounts
 from murano.app import create_app
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.devices import DEFAULT_WORKER, current_worker
 from murano.engine.engine import Engine
 from murano.engine.fake import FakeBackend
-from murano.engine.scheduler import Inspector, SchedulerConfig
+from murano.engine.params import GenerationParams
+from murano.engine.scheduler import SchedulerConfig
 from murano.settings import Settings
 
 API_KEY = "test-key-0123456789"
@@ -133,10 +133,9 @@ def fake_engine(
     parts: FakeEngineParts,
     *,
     config: SchedulerConfig | None = None,
-    inspector: Inspector | None = None,
     catalog: Catalog | None = None,
 ) -> Engine:
-    return Engine(catalog or test_catalog(), parts.factory, config=config, inspector=inspector)
+    return Engine(catalog or test_catalog(), parts.factory, config=config)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from PIL.Image import Image
 
-from murano.catalog.check import GenerationParams
+from murano.engine.params import GenerationParams
 from murano.errors import (
     DeadlineExceeded,
     InferenceFailed,
@@ -36,7 +36,9 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class RemoteJob:
     params: GenerationParams
-    safety_check: bool
+    # Whether the job's images are classified (the replica runs its own copy of the
+    # server's classifier: a function does not travel).
+    classify: bool
     preview_every: int
     # Seconds left before the job must have reached the device (None: the replica's own).
     timeout_s: float | None

@@ -21,7 +21,6 @@ from typing import Any, Protocol, cast
 
 from PIL.Image import Image
 
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.distributed._wire import (
     Event,
@@ -35,6 +34,7 @@ from murano.distributed._wire import (
 from murano.engine.backend import Backend, StepControl
 from murano.engine.engine import Engine, LoadState
 from murano.engine.job import GenerationJob, JobState
+from murano.engine.params import GenerationParams
 from murano.engine.scheduler import ModelQueue, SchedulerConfig
 from murano.errors import InferenceFailed, JobCancelled, ModelAtCapacity, MuranoError
 from murano.metrics import Metrics
@@ -139,7 +139,7 @@ class RemoteQueue:
     async def _follow(self, job: GenerationJob) -> None:
         timeout = None if job.deadline is None else max(0.0, job.deadline - time.monotonic())
         stream = self._handle.generate(
-            RemoteJob(job.params, job.safety_check, job.preview_every, timeout)
+            RemoteJob(job.params, job.classifier is not None, job.preview_every, timeout)
         )
         try:
             async for event in stream:

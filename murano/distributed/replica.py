@@ -19,7 +19,6 @@ from typing import Any
 
 from PIL.Image import Image
 
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.distributed._wire import (
     Event,
@@ -30,7 +29,8 @@ from murano.distributed._wire import (
     dump_error,
 )
 from murano.engine.engine import Engine, LoadState
-from murano.engine.job import GenerationJob, JobState
+from murano.engine.job import GenerationJob, Inspector, JobState
+from murano.engine.params import GenerationParams
 from murano.errors import MuranoError
 from murano.metrics import Metrics
 from murano.settings import Settings
@@ -47,11 +47,18 @@ def build_replica_engine(
     the image model an upscaler's creativity pass needs), torch on `threads` threads."""
     import torch
 
-    from murano.app import build_engine, build_inspector
+    from murano.app import build_engine
 
     torch.set_num_threads(max(1, threads))
     catalog = Catalog(entries, default_id)
-    return build_engine(settings, Metrics(), build_inspector(settings), catalog)
+    return build_engine(settings, Metrics(), catalog)
+
+
+def _classifier(settings: Settings) -> Inspector | None:
+    """The replica's copy of the server's safe-mode classifier."""
+    from murano.app import build_inspector
+
+    return build_inspector(settings)
 
 
 class ModelReplica:
@@ -67,6 +74,7 @@ class ModelReplica:
         self.model_id = model_id
         self._settings = settings
         self.engine = build_replica_engine(settings, entries, default_id, threads)
+        self.classifier = _classifier(settings)
         # Ready (for Serve's routing) only once the pipeline is loaded.
         await self.engine.ensure_loaded(model_id)
 
@@ -75,6 +83,7 @@ class ModelReplica:
         """A replica around an engine built elsewhere (tests: a fake backend's)."""
         replica = cls.__new__(cls)
         replica.model_id, replica.engine, replica._settings = model_id, engine, settings
+        replica.classifier = _classifier(settings)
         return replica
 
     async def generate(self, request: RemoteJob) -> AsyncIterator[Event]:
@@ -88,7 +97,7 @@ class ModelReplica:
             params=request.params,
             finish=_keep,
             batch_key=self.engine.batch_key(request.params),
-            safety_check=request.safety_check,
+            classifier=self.classifier if request.classify else None,
             deadline=None if request.timeout_s is None else time.monotonic() + request.timeout_s,
             preview_every=request.preview_every,
         )

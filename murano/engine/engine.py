@@ -34,13 +34,13 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.backend import Backend
 from murano.engine.devices import DeviceWorker, current_worker, make_workers, working_for
 from murano.engine.job import GenerationJob, JobState
+from murano.engine.params import GenerationParams
 from murano.engine.replica import LoadState, ModelStatus, Replica, combined_status, place
-from murano.engine.scheduler import Inspector, ModelQueue, SchedulerConfig
+from murano.engine.scheduler import ModelQueue, SchedulerConfig
 from murano.errors import JobCancelled, ModelUnavailable, MuranoError, ShuttingDown
 from murano.metrics import Metrics
 
@@ -64,7 +64,6 @@ class Engine:
         max_resident: int = 2,
         memory_budget_bytes: int | None = None,
         postprocess_threads: int = 2,
-        inspector: Inspector | None = None,
         batch_key: BatchKeyFn | None = None,
         load_retry_s: float = 30.0,
         load_retry_max_s: float = 600.0,
@@ -109,7 +108,6 @@ class Engine:
                 config=self._config,
                 cpu_executor=self._cpu,
                 metrics=self.metrics,
-                inspector=inspector,
                 usable=self._usable,
                 on_idle=self._room_changed,
             )

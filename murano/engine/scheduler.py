@@ -38,7 +38,7 @@ from typing import Any
 from PIL.Image import Image
 
 from murano.engine.backend import Backend, Preview
-from murano.engine.job import GenerationJob, JobState
+from murano.engine.job import GenerationJob, Inspector, JobState
 from murano.engine.replica import LoadState, Replica
 from murano.errors import (
     DeadlineExceeded,
@@ -50,12 +50,9 @@ from murano.errors import (
 )
 from murano.metrics import Metrics
 
-__all__ = ["BatchControl", "Inspector", "ModelQueue", "SchedulerConfig"]
+__all__ = ["BatchControl", "ModelQueue", "SchedulerConfig"]
 
 log = logging.getLogger("murano.engine")
-
-# Classifies a batch's images for safe mode (True = flagged); runs on the CPU pool.
-Inspector = Callable[[Sequence[Image]], list[bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +124,6 @@ class ModelQueue:
         config: SchedulerConfig,
         cpu_executor: Executor,
         metrics: Metrics,
-        inspector: Inspector | None = None,
         usable: Callable[[Replica], bool] = lambda _replica: True,
         on_idle: Callable[[], None] = lambda: None,
     ) -> None:
@@ -137,7 +133,6 @@ class ModelQueue:
         self._config = config
         self._cpu = cpu_executor
         self._metrics = metrics
-        self._inspector = inspector
         self._usable = usable
         self._on_idle = on_idle
         self._queue: deque[GenerationJob] = deque()
@@ -430,24 +425,27 @@ class ModelQueue:
     async def _inspect(
         self, kept: Sequence[tuple[GenerationJob, list[Image]]]
     ) -> list[list[bool] | None]:
-        """One classifier call for every image of the jobs that asked for safe mode."""
-        wanted = [i for i, (job, _) in enumerate(kept) if job.safety_check and not job.finished]
+        """One call per classifier (normally the server's one) over every image of the jobs
+        whose safety decision runs it."""
+        groups: dict[Inspector, list[int]] = {}
+        for i, (job, _) in enumerate(kept):
+            if job.classifier is not None and not job.finished:
+                groups.setdefault(job.classifier, []).append(i)
         flags: list[list[bool] | None] = [None] * len(kept)
-        if not wanted or self._inspector is None:
-            return flags
-        flat = [img for i in wanted for img in kept[i][1]]
-        try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                self._cpu, self._inspector, flat
-            )
-        except Exception:
-            log.exception("safety classifier failed; flagging the batch's images")
-            result = [True] * len(flat)
-        offset = 0
-        for i in wanted:
-            n = len(kept[i][1])
-            flags[i] = result[offset : offset + n]
-            offset += n
+        for classifier, wanted in groups.items():
+            flat = [img for i in wanted for img in kept[i][1]]
+            try:
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._cpu, classifier, flat
+                )
+            except Exception:
+                log.exception("safety classifier failed; flagging the batch's images")
+                result = [True] * len(flat)
+            offset = 0
+            for i in wanted:
+                n = len(kept[i][1])
+                flags[i] = result[offset : offset + n]
+                offset += n
         return flags
 
     def _gauge(self) -> None:

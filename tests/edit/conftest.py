@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from murano.accounts import SqlAccounts
-from murano.catalog.check import GenerationParams
+from murano.engine.params import GenerationParams
 from tests.accounts.conftest import make_database
 from tests.conftest import FakeEngineParts, fake_engine, make_settings, running
 
