@@ -301,3 +301,28 @@ async def test_the_replicas_errors_reach_the_ingress_as_they_were() -> None:
         await job.future
     await outer.close()
     await inner.close()
+
+
+async def test_a_replica_classifies_only_the_jobs_whose_decision_asks_for_it() -> None:
+    backend = FakeBackend("test-model")
+    catalog = Catalog([entry("test-model")])
+    inner = Engine(catalog, lambda _entry: backend)
+    replica = ModelReplica.on_engine("test-model", inner, Settings())
+    replica.classifier = lambda images: [True] * len(images)  # the replica's own copy
+    outer = ServeEngine(
+        catalog, {"test-model": InProcessHandle(replica)}, capacity={"test-model": 8}
+    )
+
+    def ingress_classifier(images: Any) -> list[bool]:
+        raise AssertionError("a function does not travel: the replica classifies")
+
+    not_asked = _job(seed=7)
+    asked = GenerationJob(
+        params=not_asked.params, finish=not_asked.finish, classifier=ingress_classifier
+    )
+    outer.submit(asked)
+    outer.submit(not_asked)
+    assert (await asked.future)["flags"] == [True]
+    assert (await not_asked.future)["flags"] is None
+    await outer.close()
+    await inner.close()
