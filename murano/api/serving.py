@@ -30,6 +30,7 @@ from murano.engine.engine import Engine
 from murano.engine.job import GenerationJob, JobTimings
 from murano.engine.params import GenerationParams
 from murano.errors import (
+    ContentViolation,
     DeadlineExceeded,
     JobCancelled,
     ModelUnavailable,
@@ -298,8 +299,11 @@ class ImageService:
         admission: Admission,
         received: float,
     ) -> Generated:
-        """Venice's answer to a refused prompt: 200, blacked-out images (a PNG placeholder
-        for binary responses), the violation header, and no charge."""
+        """Venice's answer to a refused prompt, with no charge: for a generation, 200,
+        blacked-out images (a PNG placeholder for binary responses) and the violation header;
+        for an edit, a 422 (`ContentViolation`)."""
+        if params.is_edit:
+            raise ContentViolation()  # settled below as a content violation (no charge)
         now = time.monotonic()
         timings = JobTimings(received, enqueued=now, started=now, generated=now, finished=now)
         await self._settle(admission, Outcome.CONTENT_VIOLATION, timings)
@@ -404,4 +408,6 @@ def _outcome_of(exc: BaseException) -> Outcome:
         return Outcome.CANCELLED
     if isinstance(exc, DeadlineExceeded):
         return Outcome.TIMEOUT
+    if isinstance(exc, ContentViolation):
+        return Outcome.CONTENT_VIOLATION
     return Outcome.FAILED
