@@ -679,16 +679,31 @@ def report(mode: Mode, results: dict[str, list[Row]], serving: list[ServeLevel])
     return "\n\n".join(parts)
 
 
-def run(mode: Mode, out: Path, log: Callable[[str], None] = print) -> Path:
+def run(
+    mode: Mode,
+    out: Path,
+    log: Callable[[str], None] = print,
+    only: frozenset[str] = frozenset(),
+) -> Path:
+    """Every stage, or only the named ones (`only`: shape names and "serving")."""
     clock = Clock(mode.budget_s)
     results: dict[str, list[Row]] = {}
+    serving: list[ServeLevel] = []
     # The FLUX target first, then serving, then the other shapes, so that a spent budget
     # cuts what matters least.
-    results[SHAPES[0].name] = bench_shape(SHAPES[0], mode, clock, log)
-    with tempfile.TemporaryDirectory(prefix="murano-gpu-") as tmp:
-        serving = bench_serving(mode, clock, Path(tmp), log)
-    for shape in SHAPES[1:]:
-        results[shape.name] = bench_shape(shape, mode, clock, log)
+    for stage in (SHAPES[0].name, "serving", *(shape.name for shape in SHAPES[1:])):
+        if only and stage not in only:
+            if stage != "serving":
+                results[stage] = [
+                    Row(name, note="not run: another stage was asked for") for name in CONFIGS
+                ]
+            continue
+        if stage == "serving":
+            with tempfile.TemporaryDirectory(prefix="murano-gpu-") as tmp:
+                serving = bench_serving(mode, clock, Path(tmp), log)
+        else:
+            shape = next(shape for shape in SHAPES if shape.name == stage)
+            results[stage] = bench_shape(shape, mode, clock, log)
     title = "GPU benchmark" + (" (smoke run)" if mode.smoke else "")
     return write_result(out, "gpu", title, report(mode, results, serving))
 
@@ -724,17 +739,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny models on the CPU")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
     parser.add_argument("--budget-s", type=float, help="time budget before stages are skipped")
+    stages = [shape.name for shape in SHAPES] + ["serving"]
+    parser.add_argument("--round-s", type=float, help="seconds per serving round")
+    parser.add_argument(
+        "--only", action="append", choices=stages, default=[], help="run only this stage"
+    )
     args = parser.parse_args(argv)
     mode = SMOKE if args.smoke else FULL
     if args.budget_s is not None:
         mode = Mode(**{**mode.__dict__, "budget_s": args.budget_s})
+    if args.round_s is not None:
+        mode = Mode(**{**mode.__dict__, "round_s": args.round_s})
     if not mode.smoke:
         import torch
 
         if not torch.cuda.is_available():
             print("no CUDA device: run with --smoke to check the script on a CPU")
             return 2
-    path = run(mode, args.out)
+    path = run(mode, args.out, only=frozenset(args.only))
     print(path.read_text())
     return 0
 

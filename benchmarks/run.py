@@ -67,6 +67,12 @@ def _encode(quick: bool, out: Path) -> Outcome:
     return Outcome(written, "WebP/PNG/JPEG encode settings: see the file")
 
 
+def _replicas(quick: bool, out: Path) -> Outcome:
+    import replicas
+
+    return replicas.run(quick, out, log=_log)
+
+
 # name → (what it measures, how to run it)
 BENCHMARKS: dict[str, tuple[str, Runner]] = {
     "overhead": ("one client: murano over HTTP against the bare pipeline", _overhead),
@@ -75,6 +81,7 @@ BENCHMARKS: dict[str, tuple[str, Runner]] = {
         _throughput,
     ),
     "encode": ("image encoding speed and size per format and setting", _encode),
+    "replicas": ("16 clients: 2 CPU replicas, 1 thread each, against 1 with 2 threads", _replicas),
 }
 
 

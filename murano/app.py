@@ -21,29 +21,31 @@ from murano.api.delivery import DeliveryGuard
 from murano.api.errors import install_error_handlers
 from murano.api.middleware import BodyGuard, Compression, RequestContext
 from murano.api.serving import ImageService, PaymentGate
-from murano.catalog.check import GenerationParams
-from murano.catalog.entries import ModelEntry
+from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.backend import Backend
 from murano.engine.engine import Engine
-from murano.engine.scheduler import Inspector, SchedulerConfig
+from murano.engine.job import Inspector
+from murano.engine.params import GenerationParams
+from murano.engine.scheduler import SchedulerConfig
 from murano.gateway import Gateway
 from murano.metrics import Metrics
+from murano.safety.policy import SafetyPolicy
 from murano.settings import Settings
 
-__all__ = ["build_engine", "create_app"]
+__all__ = ["build_engine", "build_inspector", "build_settings_catalog", "create_app"]
 
 log = logging.getLogger("murano")
 
 
-def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | None) -> Engine:
-    """The real engine: the catalog from settings (the embedded tiny models when none is
-    configured, built on first start) and diffusers, upscaler and background-removal
-    backends."""
+def build_settings_catalog(settings: Settings) -> Catalog:
+    """The catalog from settings: the models file and `--model` entries, or the embedded
+    tiny models when none is configured (built on first start)."""
     from murano.catalog.build import build_catalog, default_entry
-    from murano.engine.families import batch_key
 
     default = None
     extras: list[ModelEntry] = []
+    if settings.default_replicas != 1 and settings.devices is None:
+        raise ValueError("MURANO_DEFAULT_REPLICAS needs MURANO_DEVICES (one replica per device)")
     if settings.models_file is None and not settings.model_sources:
         from murano.engine.tiny import (
             DEFAULT_MODEL_CFG,
@@ -54,8 +56,24 @@ def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | No
 
         model_dir = build_default_model(settings.default_model_dir)
         default = default_entry(model_dir, steps=DEFAULT_MODEL_STEPS, cfg_scale=DEFAULT_MODEL_CFG)
+        if settings.devices is not None:
+            # MURANO_DEFAULT_REPLICAS copies, on any of MURANO_DEVICES (not only the CPU).
+            update = {"replicas": settings.default_replicas, "device": "auto"}
+            default = default.model_copy(update=update)
         extras = build_default_postops(settings.data_dir / "models")
-    catalog = build_catalog(settings.models_file, settings.model_sources, default, extras)
+    return build_catalog(settings.models_file, settings.model_sources, default, extras)
+
+
+def build_engine(
+    settings: Settings,
+    metrics: Metrics,
+    catalog: Catalog | None = None,
+) -> Engine:
+    """The real engine: the catalog from settings (or `catalog`) and diffusers, upscaler
+    and background-removal backends."""
+    from murano.engine.families import batch_key
+
+    catalog = catalog or build_settings_catalog(settings)
     engine: Engine
 
     def factory(entry: ModelEntry) -> Backend:
@@ -68,9 +86,20 @@ def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | No
         # Upscales and cut-outs run one image at a time whatever their sizes.
         return batch_key(entry, params) if entry.type == "image" else (params.task,)
 
+    devices = None
+    if settings.devices is not None:
+        from murano.engine.devices import parse_devices
+
+        devices = parse_devices(settings.devices)
+    if settings.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     engine = Engine(
         catalog,
         factory,
+        devices=devices,
+        torch_threads=settings.torch_threads,
         config=SchedulerConfig(
             max_batch_images=settings.max_batch_images,
             batch_wait_s=settings.batch_wait_ms / 1000,
@@ -85,7 +114,6 @@ def build_engine(settings: Settings, metrics: Metrics, inspector: Inspector | No
         if settings.memory_budget_gb is None
         else int(settings.memory_budget_gb * 1e9),
         postprocess_threads=settings.postprocess_threads,
-        inspector=inspector,
         batch_key=key,
         load_retry_s=settings.load_retry_s,
         load_retry_max_s=settings.load_retry_max_s,
@@ -111,11 +139,12 @@ def _load_backend(entry: ModelEntry, engine: Engine) -> Backend:
     refiner = None
     if options.creativity:
         image_model = engine.catalog.get(options.creativity_model or engine.catalog.default_id)
-        refiner = creativity_refiner(image_model, lambda: engine.status(image_model.id).backend)
+        # The image model's replica on the upscaler's own device, where there is one.
+        refiner = creativity_refiner(image_model, lambda: engine.local_backend(image_model.id))
     return load_upscale_backend(entry, device, refiner)
 
 
-def _build_inspector(settings: Settings) -> Inspector | None:
+def build_inspector(settings: Settings) -> Inspector | None:
     if not settings.safety_classifier:
         log.warning(
             "no safety classifier configured (MURANO_SAFETY_CLASSIFIER): safe_mode cannot be "
@@ -142,9 +171,11 @@ def create_app(
     job_store: JobStore | None = None,
 ) -> FastAPI:
     metrics = metrics or (engine.metrics if engine is not None else Metrics())
+    # Safe mode's one home: every job's decision comes from this policy, whoever built the
+    # engine (the engine and the gateway run the classifier a job's decision names).
+    safety = SafetyPolicy(inspector or build_inspector(settings))
     if engine is None:
-        inspector = inspector or _build_inspector(settings)
-        engine = build_engine(settings, metrics, inspector)
+        engine = build_engine(settings, metrics)
     if accounts is None:
         from murano.accounts import build_accounts
 
@@ -158,12 +189,12 @@ def create_app(
         log.warning(
             "AUTHENTICATION IS OFF (--no-auth): anyone who can reach this server can use it"
         )
-    gateway = gateway or Gateway(metrics=metrics, inspector=inspector)
+    gateway = gateway or Gateway(metrics=metrics)
     service = ImageService(
         engine.catalog,
         engine,
         accounts,
-        safety_available=inspector is not None,
+        safety=safety,
         blocked_terms=settings.blocked_terms,
         watermark=settings.watermark,
         allow_hide_watermark=settings.allow_hide_watermark,
@@ -217,10 +248,8 @@ def create_app(
         app.include_router(playground.router)
     if payment_gate is not None:
         from murano.api import x402
-        from murano.payments import X402Context
 
         app.include_router(x402.router)
-        app.add_middleware(X402Context)
     app.add_middleware(
         BodyGuard, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
     )

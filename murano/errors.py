@@ -15,6 +15,7 @@ Venice's status code and JSON body, and nothing else does.
     ├── PaymentServiceUnavailable x402: the facilitator cannot be reached
     ├── DependencyUnavailable     the accounts database or Redis cannot be reached
     ├── RateLimited               too many requests (or too many failures) for this key
+    ├── ContentViolation          an edit's prompt is refused by the prompt policy
     ├── ModelAtCapacity           the model's queue is full
     ├── ModelUnavailable          the model is offline or failed to load
     ├── DeadlineExceeded          the job waited past its deadline before reaching the device
@@ -32,6 +33,7 @@ from typing import Any
 
 __all__ = [
     "AuthenticationFailed",
+    "ContentViolation",
     "DeadlineExceeded",
     "DependencyUnavailable",
     "Forbidden",
@@ -192,6 +194,16 @@ class DeadlineExceeded(MuranoError):
 class JobCancelled(MuranoError):
     def __init__(self) -> None:
         super().__init__("The request was cancelled.")
+
+
+class ContentViolation(MuranoError):
+    """An edit's prompt is refused by the prompt policy: Venice answers the edit endpoints
+    with a 422 `ContentViolationError` (generation answers a 200 with the violation header)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Your prompt violates the content policy of Venice.ai or the model provider"
+        )
 
 
 class ShuttingDown(MuranoError):

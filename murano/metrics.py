@@ -1,5 +1,7 @@
 """Prometheus metrics, one registry per app (so several apps in one process, as in the
-tests, do not collide). Served at `GET /metrics`."""
+tests, do not collide). Served at `GET /metrics`. Batch sizes, queue waits and pipeline
+(device) time are labelled by `model` and `replica` (the device worker's name, see
+`murano.engine.devices`)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ class Metrics:
         self.batch_images = Histogram(
             "murano_batch_images",
             "Images per pipeline call",
-            ["model"],
+            ["model", "replica"],
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
             registry=r,
         )
@@ -33,14 +35,14 @@ class Metrics:
         self.queue_seconds = Histogram(
             "murano_queue_seconds",
             "Time jobs wait in the queue",
-            ["model"],
+            ["model", "replica"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.inference_seconds = Histogram(
             "murano_inference_seconds",
             "Pipeline time per batch",
-            ["model"],
+            ["model", "replica"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

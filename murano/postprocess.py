@@ -34,8 +34,6 @@ class OutputOptions:
 class Rendered:
     images: list[bytes]
     blurred: bool
-    # False when safe mode was asked for but no classifier looked at the images.
-    checked: bool
     # `images` as base64 text, when the options asked for it.
     b64: list[str] | None = None
 
@@ -65,4 +63,4 @@ def render(
             metadata = dataclasses.replace(metadata, seed=metadata.seed + i)
         out.append(encode(image, options.fmt, metadata=metadata))
     b64 = [base64.b64encode(data).decode() for data in out] if options.as_base64 else None
-    return Rendered(out, blurred, checked=flags is not None, b64=b64)
+    return Rendered(out, blurred, b64=b64)

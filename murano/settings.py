@@ -65,6 +65,15 @@ class Settings(BaseSettings):
 
     # Engine
     device: str = "auto"
+    # One device worker (thread) per device: `auto` (every visible CUDA device, else the
+    # CPU) or a comma-separated list (`cuda:0,cuda:1`; `cpu,cpu` for tests). None: one
+    # worker, and each model on its own `device` (MURANO_DEVICE).
+    devices: str | None = None
+    # Replicas of the embedded model when no models file is given (`all`: one per device).
+    default_replicas: int | Literal["all"] = Field(default=1)
+    # torch's intra-op threads, set once for the whole process (torch's setting is
+    # process-wide, not per device thread); None: torch's default.
+    torch_threads: int | None = Field(default=None, ge=1)
     max_batch_images: int = 8
     batch_wait_ms: float = 0.0
     # A free worker waits up to this long for as many images as its previous batch had.
@@ -103,6 +112,10 @@ class Settings(BaseSettings):
     webhook_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_secret: str | None = None
 
+    # `murano serve --ray` on a cluster of its own: Ray's object store size (MB; None: Ray's
+    # default, 30% of memory).
+    ray_object_store_mb: int | None = Field(default=None, ge=64)
+
     # x402 payments
     x402_pay_to: str | None = None
     x402_networks: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["eip155:8453"])
@@ -110,6 +123,23 @@ class Settings(BaseSettings):
     x402_facilitator_url: str = "https://x402.org/facilitator"
     # Wallet credits (top-up, then Sign-In-With-X); kept in the SQL accounts database only.
     x402_wallets: bool = False
+
+    @field_validator("devices")
+    @classmethod
+    def _check_devices(cls, value: str | None) -> str | None:
+        if value is not None:
+            from murano.engine.devices import parse_devices
+
+            # `auto` is resolved when the engine is built (it asks torch how many GPUs).
+            parse_devices(value, cuda_count=lambda: 0)
+        return value
+
+    @field_validator("default_replicas")
+    @classmethod
+    def _check_replicas(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("MURANO_DEFAULT_REPLICAS must be at least 1, or all")
+        return value
 
     _csv = field_validator(
         "api_keys",

@@ -19,11 +19,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from murano.accounts.base import Accounts
 from murano.app import create_app
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import Catalog, ModelEntry
+from murano.engine.devices import DEFAULT_WORKER, current_worker
 from murano.engine.engine import Engine
 from murano.engine.fake import FakeBackend
-from murano.engine.scheduler import Inspector, SchedulerConfig
+from murano.engine.params import GenerationParams
+from murano.engine.scheduler import SchedulerConfig
 from murano.settings import Settings
 
 API_KEY = "test-key-0123456789"
@@ -106,13 +107,20 @@ class FakeEngineParts:
         self.loads: list[str] = []
 
     def factory(self, model: ModelEntry) -> FakeBackend:
-        self.loads.append(model.id)
+        # A replica on a device of MURANO_DEVICES is `model@device` (`test-model@cpu#1`).
+        worker = current_worker()
+        key = (
+            model.id
+            if worker is None or worker.name == DEFAULT_WORKER
+            else f"{model.id}@{worker.name}"
+        )
+        self.loads.append(key)
         self.loading.set()
         if self.load_gate is not None:
             self.load_gate.wait(timeout=30)
-        if model.id in self.fail_load:
-            raise OSError(f"weights for {model.id} are missing")
-        backend = self.backends.setdefault(model.id, FakeBackend(model.id))
+        if model.id in self.fail_load or key in self.fail_load:
+            raise OSError(f"weights for {key} are missing")
+        backend = self.backends.setdefault(key, FakeBackend(model.id))
         return backend
 
 
@@ -125,10 +133,9 @@ def fake_engine(
     parts: FakeEngineParts,
     *,
     config: SchedulerConfig | None = None,
-    inspector: Inspector | None = None,
     catalog: Catalog | None = None,
 ) -> Engine:
-    return Engine(catalog or test_catalog(), parts.factory, config=config, inspector=inspector)
+    return Engine(catalog or test_catalog(), parts.factory, config=config)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

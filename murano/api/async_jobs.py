@@ -32,12 +32,13 @@ from typing import Any
 from PIL.Image import Image
 
 from murano.accounts.base import Accounts, Principal
+from murano.accounts.credentials import Credentials
 from murano.accounts.jobs import JobRecord, JobStore, MemoryJobStore, SqlJobStore
 from murano.api.delivery import Delivery
 from murano.api.errors import error_body
-from murano.api.serving import Generated, ImageService, OutputRequest
+from murano.api.job_spec import JobSpec
+from murano.api.serving import Generated, ImageService
 from murano.api.streaming import sse
-from murano.catalog.check import GenerationParams
 from murano.engine.job import GenerationJob, JobState
 from murano.errors import InferenceFailed, JobNotFound, MuranoError
 from murano.settings import Settings
@@ -195,9 +196,8 @@ class AsyncJobs:
 
     async def submit(
         self,
-        principal: Principal,
-        params: GenerationParams,
-        output: OutputRequest,
+        credentials: Credentials,
+        job: JobSpec,
         echo: Json,
         *,
         endpoint: str,
@@ -208,16 +208,16 @@ class AsyncJobs:
         request would have answered). The rest runs in the background."""
         live = LiveJob(
             id=str(uuid.uuid4()),
-            key_id=principal.key_id,
-            model=params.model_id,
-            steps=params.steps,
+            key_id=credentials.principal.key_id,
+            model=job.params.model_id,
+            steps=job.params.steps,
             created_at=self._clock(),
-            preview_every=_preview_every(params.steps),
+            preview_every=_preview_every(job.params.steps),
             webhook=webhook,
         )
         admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         task = asyncio.get_running_loop().create_task(
-            self._run(live, principal, params, output, echo, endpoint, received, admitted)
+            self._run(live, credentials, job, echo, endpoint, received, admitted)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -243,9 +243,8 @@ class AsyncJobs:
     async def _run(
         self,
         live: LiveJob,
-        principal: Principal,
-        params: GenerationParams,
-        output: OutputRequest,
+        credentials: Credentials,
+        spec: JobSpec,
         echo: Json,
         endpoint: str,
         received: float,
@@ -262,9 +261,8 @@ class AsyncJobs:
 
         try:
             generated = await self.service.generate(
-                principal,
-                params,
-                output,
+                credentials,
+                spec,
                 delivery=delivery,
                 endpoint=endpoint,
                 received=received,

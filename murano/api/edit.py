@@ -1,7 +1,7 @@
 """`POST /image/edit`, `POST /image/multi-edit` (Venice) and `POST /images/edits` (OpenAI).
 
-Each reads its body (JSON or multipart), decodes and checks the input images, checks the
-request against the model (`check_edit`: task, output size), fits the inputs to the output
+Each reads its body (JSON or multipart), decodes and checks the input images, has the
+request make its job (`to_job`: the model's edit check, the inputs fitted to the output)
 and hands the job to the same service as generation — so billing, rate limits, x402, safe
 mode, watermark and the job lifecycle are generation's. Venice's endpoints answer with the
 raw image; OpenAI's with `{created, data: [{b64_json} | {url}]}`.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,19 +19,18 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from PIL.Image import Image
 
-from murano.accounts.base import Principal
-from murano.api.deps import Connection, CurrentPrincipal, Service
+from murano.accounts.credentials import Credentials
+from murano.api.deps import Connection, CurrentCredentials, Service
 from murano.api.edit_protocol import (
     EditImageRequest,
     MultiEditImageRequest,
     OpenAIEditRequest,
-    output_format,
     parse_body,
 )
-from murano.api.serving import Generated, ImageService, OutputRequest
+from murano.api.job_spec import JobSpec
+from murano.api.serving import Generated, ImageService
 from murano.api.streaming import openai_stream
-from murano.catalog.check import GenerationParams
-from murano.catalog.editing import attach_inputs, can_edit, check_edit
+from murano.catalog.editing import can_edit
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.errors import InvalidRequest
 from murano.imaging.encode import MIME_TYPES, ImageFormat, sniff_format
@@ -87,19 +85,17 @@ async def _read_all(
 
 async def _run(
     request: Request,
-    principal: Principal,
+    credentials: Credentials,
     service: ImageService,
-    params: GenerationParams,
-    output: OutputRequest,
+    job: JobSpec,
     *,
     received: float,
     endpoint: str,
 ) -> Generated:
-    request.state.log_fields = {"model": params.model_id, "images": params.images}
+    request.state.log_fields = {"model": job.params.model_id, "images": job.params.images}
     generated = await service.generate(
-        principal,
-        params,
-        output,
+        credentials,
+        job,
         received=received,
         is_disconnected=request.is_disconnected,
         endpoint=endpoint,
@@ -116,7 +112,7 @@ def _binary(generated: Generated, fmt: ImageFormat) -> Response:
 
 async def _venice_edit(
     request: Request,
-    principal: Principal,
+    credentials: Credentials,
     service: ImageService,
     *,
     model_id: str | None,
@@ -128,41 +124,21 @@ async def _venice_edit(
     received = time.monotonic()
     entry = _edit_model(service.catalog, model_id)
     images = await _read_all(values, names, _policy(request))
-    params = check_edit(
-        entry,
-        prompt=body.prompt,
-        aspect_ratio=body.aspect_ratio,
-        resolution=body.resolution,
-        first_size=images[0].size,
-        inputs=len(images),
-    )
-    params = await asyncio.to_thread(attach_inputs, params, images, None)
-    fmt = output_format(body.output_format, params.resolution or "1K")
-    output = OutputRequest(
-        fmt=fmt, safe_mode=body.safe_mode, hide_watermark=False, embed_metadata=False, binary=True
-    )
-    generated = await _run(
-        request, principal, service, params, output, received=received, endpoint=endpoint
-    )
-    return _binary(generated, fmt)
-
-
-def _refuse_unsupported(body: EditImageRequest | MultiEditImageRequest, model: str) -> None:
-    if body.enhance_prompt:
-        raise InvalidRequest(
-            "enhance_prompt",
-            f"Model '{model}' does not support 'enhance_prompt': murano does not rewrite prompts.",
-        )
+    job = await asyncio.to_thread(body.to_job, entry, images)
+    generated = await _run(request, credentials, service, job, received=received, endpoint=endpoint)
+    return _binary(generated, job.output.fmt)
 
 
 @router.post("/image/edit", response_model=None)
-async def edit_image(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
+async def edit_image(
+    request: Request, credentials: CurrentCredentials, service: Service
+) -> Response:
     body = await parse_body(request, EditImageRequest)
     model_id = body.model or body.modelId
-    _refuse_unsupported(body, model_id or "default")
+    body.refuse_unsupported(model_id or "default")
     return await _venice_edit(
         request,
-        principal,
+        credentials,
         service,
         model_id=model_id,
         values=[body.image],
@@ -174,17 +150,13 @@ async def edit_image(request: Request, principal: CurrentPrincipal, service: Ser
 
 @router.post("/image/multi-edit", response_model=None)
 async def multi_edit_image(
-    request: Request, principal: CurrentPrincipal, service: Service
+    request: Request, credentials: CurrentCredentials, service: Service
 ) -> Response:
     body = await parse_body(request, MultiEditImageRequest)
-    _refuse_unsupported(body, body.modelId or "default")
-    if body.quality is not None:
-        raise InvalidRequest(
-            "quality", f"Model '{body.modelId or 'default'}' does not support 'quality'."
-        )
+    body.refuse_unsupported(body.modelId or "default")
     return await _venice_edit(
         request,
-        principal,
+        credentials,
         service,
         model_id=body.modelId,
         values=body.images,
@@ -194,46 +166,13 @@ async def multi_edit_image(
     )
 
 
-_OPENAI_SIZES: dict[str, tuple[int, int]] = {
-    "256x256": (256, 256),
-    "512x512": (512, 512),
-    "1024x1024": (1024, 1024),
-    "1536x1024": (1536, 1024),
-    "1024x1536": (1024, 1536),
-}
-
-
-def _openai_params(
-    entry: ModelEntry, body: OpenAIEditRequest, images: list[Image], masked: bool
-) -> GenerationParams:
-    """Sizing: `size` exactly on width/height models; on models sized by aspect ratio, the
-    listed ratio closest to `size`'s (at 1K), as with `aspect_ratio: auto`; `auto`: the
-    first image's ratio."""
-    size = _OPENAI_SIZES.get(body.size or "auto")
-    params = check_edit(
-        entry,
-        prompt=body.prompt,
-        aspect_ratio=None,
-        resolution=None,
-        first_size=size or images[0].size,
-        inputs=len(images),
-        masked=masked,
-    )
-    if size is None or entry.constraints.aspectRatios:
-        return params
-    divisor = entry.constraints.widthHeightDivisor
-    if size[0] % divisor or size[1] % divisor:
-        raise InvalidRequest("size", f"size must be divisible by {divisor} for model '{entry.id}'.")
-    return dataclasses.replace(params, width=size[0], height=size[1])
-
-
 def _openai_mask(data: bytes, size: tuple[int, int]) -> Image:
     return mask_from_alpha(decode_image(data, field="mask"), size, field="mask")
 
 
 @router.post("/images/edits", response_model=None)
 async def openai_edits(
-    request: Request, principal: CurrentPrincipal, service: Service, delivery: Connection
+    request: Request, credentials: CurrentCredentials, service: Service, delivery: Connection
 ) -> Response:
     received = time.monotonic()
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
@@ -246,17 +185,14 @@ async def openai_edits(
     mask = None
     if body.mask is not None:
         mask = await asyncio.to_thread(_openai_mask, body.mask, images[0].size)
-    params = _openai_params(entry, body, images, mask is not None)
-    params = await asyncio.to_thread(attach_inputs, params, images, mask)
-    fmt: ImageFormat = body.output_format or "png"
-    output = OutputRequest(fmt=fmt, safe_mode=True, hide_watermark=False, embed_metadata=False)
+    job = await asyncio.to_thread(body.to_job, entry, images, mask)
+    fmt = job.output.fmt
     if body.stream:
-        request.state.log_fields = {"model": params.model_id, "images": params.images}
+        request.state.log_fields = {"model": job.params.model_id, "images": job.params.images}
         return await openai_stream(
             service,
-            principal,
-            params,
-            output,
+            credentials,
+            job,
             delivery=delivery,
             received=received,
             partial_images=body.partial_images or 0,
@@ -266,7 +202,7 @@ async def openai_edits(
             prefix="image_edit",
         )
     generated = await _run(
-        request, principal, service, params, output, received=received, endpoint="images/edits"
+        request, credentials, service, job, received=received, endpoint="images/edits"
     )
     image = generated.rendered.images[0]
     b64 = base64.b64encode(image).decode()

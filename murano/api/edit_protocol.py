@@ -2,15 +2,23 @@
 (`EditImageRequest`, `MultiEditImageRequest` and their multipart forms) and OpenAI's
 `images.edit`, and `parse_body`, which reads either content type into one of them.
 
+Each model turns itself, with its decoded input images, into the job it asks for
+(`to_job(entry, images)`): the catalog's edit check (task, output size), the inputs fitted
+to the output, and the response's output options. It resizes images: run it off the event
+loop.
+
 Multipart forms carry text: their booleans and numbers are parsed from it ("true",
 "1"), and their files arrive as bytes where the JSON body has a string."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
+from PIL.Image import Image
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,6 +31,10 @@ from pydantic import (
 )
 from starlette.datastructures import UploadFile
 
+from murano.api.job_spec import JobSpec, OutputRequest
+from murano.catalog.editing import attach_inputs, check_edit
+from murano.catalog.entries import ModelEntry
+from murano.engine.params import GenerationParams
 from murano.errors import InvalidRequest
 from murano.imaging.encode import ImageFormat
 
@@ -55,6 +67,35 @@ class _EditOptions(_Strict):
     enhance_prompt: StrictBool | None = None
     disable_prompt_optimization_thinking: StrictBool | None = None
 
+    def refuse_unsupported(self, model: str) -> None:
+        """Options no model here honours, refused before any image is read."""
+        if self.enhance_prompt:
+            raise InvalidRequest(
+                "enhance_prompt",
+                f"Model '{model}' does not support 'enhance_prompt': murano does not rewrite"
+                " prompts.",
+            )
+
+    def to_job(self, entry: ModelEntry, images: Sequence[Image]) -> JobSpec:
+        """The edit of `images` (the first is the base) this request asks of `entry`."""
+        params = check_edit(
+            entry,
+            prompt=self.prompt,
+            aspect_ratio=self.aspect_ratio,
+            resolution=self.resolution,
+            first_size=images[0].size,
+            inputs=len(images),
+        )
+        fmt = output_format(self.output_format, params.resolution or "1K")
+        output = OutputRequest(
+            fmt=fmt,
+            safe_mode=self.safe_mode,
+            hide_watermark=False,
+            embed_metadata=False,
+            binary=True,
+        )
+        return JobSpec(attach_inputs(params, images), output)
+
 
 class EditImageRequest(_EditOptions):
     """`POST /api/v1/image/edit`: one image (upload, base64, data URL or URL)."""
@@ -72,8 +113,20 @@ class MultiEditImageRequest(_EditOptions):
     modelId: _Id | None = None
     quality: Literal["low", "medium", "high"] | None = None
 
+    def refuse_unsupported(self, model: str) -> None:
+        super().refuse_unsupported(model)
+        if self.quality is not None:
+            raise InvalidRequest("quality", f"Model '{model}' does not support 'quality'.")
+
 
 OpenAISize = Literal["auto", "256x256", "512x512", "1024x1024", "1536x1024", "1024x1536"]
+_OPENAI_SIZES: dict[str, tuple[int, int]] = {
+    "256x256": (256, 256),
+    "512x512": (512, 512),
+    "1024x1024": (1024, 1024),
+    "1536x1024": (1536, 1024),
+    "1024x1536": (1024, 1536),
+}
 
 
 class OpenAIEditRequest(_Strict):
@@ -97,6 +150,41 @@ class OpenAIEditRequest(_Strict):
     # OpenAI streaming: Server-Sent Events with `partial_images` previews, then the image.
     stream: StrictBool | None = False
     partial_images: Annotated[StrictInt, Field(ge=0, le=3)] | None = None
+
+    def to_job(self, entry: ModelEntry, images: Sequence[Image], mask: Image | None) -> JobSpec:
+        """The edit of `images` (`mask`, already decoded, for the first) this request asks
+        of `entry`. Safe mode is always on, as OpenAI's moderation is."""
+        params = self._params(entry, images, masked=mask is not None)
+        output = OutputRequest(
+            fmt=self.output_format or "png",
+            safe_mode=True,
+            hide_watermark=False,
+            embed_metadata=False,
+        )
+        return JobSpec(attach_inputs(params, images, mask), output)
+
+    def _params(self, entry: ModelEntry, images: Sequence[Image], masked: bool) -> GenerationParams:
+        """Sizing: `size` exactly on width/height models; on models sized by aspect ratio,
+        the listed ratio closest to `size`'s (at 1K), as with `aspect_ratio: auto`; `auto`:
+        the first image's ratio."""
+        size = _OPENAI_SIZES.get(self.size or "auto")
+        params = check_edit(
+            entry,
+            prompt=self.prompt,
+            aspect_ratio=None,
+            resolution=None,
+            first_size=size or images[0].size,
+            inputs=len(images),
+            masked=masked,
+        )
+        if size is None or entry.constraints.aspectRatios:
+            return params
+        divisor = entry.constraints.widthHeightDivisor
+        if size[0] % divisor or size[1] % divisor:
+            raise InvalidRequest(
+                "size", f"size must be divisible by {divisor} for model '{entry.id}'."
+            )
+        return dataclasses.replace(params, width=size[0], height=size[1])
 
 
 def output_format(asked: str | None, resolution: str) -> ImageFormat:

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 
 from murano.errors import (
     AuthenticationFailed,
+    ContentViolation,
     DeadlineExceeded,
     DependencyUnavailable,
     Forbidden,
@@ -51,6 +52,7 @@ _STATUS: tuple[tuple[type[MuranoError], int], ...] = (
     (PayloadTooLarge, 413),
     (UnsupportedMediaType, 415),
     (JobNotFound, 404),
+    (ContentViolation, 422),
     (RateLimited, 429),
     (JobCancelled, 499),
     (InferenceFailed, 500),

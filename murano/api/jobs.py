@@ -16,9 +16,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from murano.accounts.base import Principal
+from murano.accounts.credentials import Credentials
 from murano.api.async_jobs import DEFAULT_WEBHOOK_EVENTS, AsyncJobs, links
-from murano.api.deps import CurrentPrincipal, Service
+from murano.api.deps import CurrentCredentials, CurrentPrincipal, Service
 from murano.api.image import native_job
 from murano.api.protocol import GenerateImageRequest, JobRequest
 from murano.api.serving import ImageService
@@ -50,7 +50,7 @@ def prefers_async(request: Request) -> bool:
 async def respond_async(
     request: Request,
     body: GenerateImageRequest,
-    principal: Principal,
+    credentials: Credentials,
     service: ImageService,
     *,
     webhook: dict[str, Any] | None = None,
@@ -63,16 +63,15 @@ async def respond_async(
             "return_binary",
             "return_binary is not available for async jobs: their result is JSON; omit it.",
         )
-    params, output, echo = native_job(body, service)
-    request.state.log_fields = {"model": params.model_id, "images": params.images}
+    job, echo = native_job(body, service)
+    request.state.log_fields = {"model": job.params.model_id, "images": job.params.images}
     if webhook is not None:
         if jobs.dispatcher is None:
             raise InvalidRequest("webhook_url", "Webhooks are not enabled on this server.")
         await jobs.dispatcher.policy.check(webhook["url"])
     live = await jobs.submit(
-        principal,
-        params,
-        output,
+        credentials,
+        job,
         echo,
         endpoint="image/generate",
         received=received,
@@ -90,7 +89,7 @@ async def respond_async(
 
 @router.post("/image/jobs", response_model=None, status_code=202)
 async def create_job(
-    body: JobRequest, request: Request, principal: CurrentPrincipal, service: Service
+    body: JobRequest, request: Request, credentials: CurrentCredentials, service: Service
 ) -> Response:
     webhook = None
     if body.webhook_url is not None:
@@ -98,11 +97,7 @@ async def create_job(
         webhook = {"url": body.webhook_url, "events": events}
     elif body.webhook_events is not None:
         raise InvalidRequest("webhook_events", "webhook_events needs a webhook_url.")
-    fields = {name: getattr(body, name) for name in GenerateImageRequest.model_fields}
-    native = GenerateImageRequest.model_construct(
-        _fields_set=body.model_fields_set & set(fields), **fields
-    )
-    return await respond_async(request, native, principal, service, webhook=webhook)
+    return await respond_async(request, body, credentials, service, webhook=webhook)
 
 
 @router.get("/image/jobs")

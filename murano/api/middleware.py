@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import brotli
+from starlette.routing import Match
 
 from murano import __version__
 from murano.metrics import Metrics
@@ -104,6 +105,15 @@ class RequestContext:
             access_log.info(json.dumps(fields, default=str))
 
 
+def _routed(scope: Scope) -> bool:
+    """Whether a route takes this request's method and path: a POST to a GET-only path is
+    left to the router's 405 (or 404), not judged by its body."""
+    routes = getattr(getattr(scope.get("app"), "router", None), "routes", None)
+    if routes is None:
+        return True  # not under a Starlette app: guard every POST
+    return any(route.matches(scope)[0] is Match.FULL for route in routes)
+
+
 class BodyGuard:
     """POSTs under /api/ must be JSON (415) and at most `max_bytes` long (413), checked
     before the body is parsed. The routes that take input images (`upload_paths`) also take
@@ -130,6 +140,7 @@ class BodyGuard:
             scope["type"] != "http"
             or scope["method"] != "POST"
             or not scope["path"].startswith("/api/")
+            or not _routed(scope)
         ):
             await self.app(scope, receive, send)
             return

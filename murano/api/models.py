@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from murano.catalog.editing import EDIT_ASPECT_RATIOS, can_edit, max_input_images
 from murano.catalog.entries import ModelEntry
 from murano.catalog.spec import Price
-from murano.engine.engine import Engine, LoadState
+from murano.engine.engine import Engine, LoadState, Replica
 from murano.errors import InvalidRequest
 
 __all__ = ["router"]
@@ -44,6 +44,10 @@ def model_response(entry: ModelEntry, engine: Engine) -> dict[str, Any]:
         )
     # The entry's speed settings (`[models.optimize]`), applied at load.
     spec["optimizations"] = entry.optimize.report()
+    # Its copies, one per device (none for a model served upstream).
+    replicas = [_replica(replica) for replica in engine.replicas(entry.id)]
+    if replicas:
+        spec["replicas"] = replicas
     return {
         "created": entry.created,
         "id": entry.id,
@@ -52,6 +56,14 @@ def model_response(entry: ModelEntry, engine: Engine) -> dict[str, Any]:
         "owned_by": "venice.ai",
         "type": entry.type,
     }
+
+
+def _replica(replica: Replica) -> dict[str, Any]:
+    status = replica.status
+    shown: dict[str, Any] = {"device": replica.name, "loadState": status.state.value}
+    if status.state is LoadState.FAILED:
+        shown["loadError"] = status.error
+    return shown
 
 
 def inpaint_response(entry: ModelEntry, engine: Engine) -> dict[str, Any]:

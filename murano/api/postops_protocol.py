@@ -16,10 +16,17 @@ from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
+from PIL.Image import Image
 from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictFloat, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 from starlette.datastructures import UploadFile
 
+from murano.api.job_spec import JobSpec, OutputRequest
+from murano.catalog.check import random_seed
+from murano.catalog.entries import ModelEntry
+from murano.catalog.postops import upscale_options, upscale_size, upscale_tier
+from murano.engine.params import GenerationParams, Task
+from murano.engine.upscale import CREATIVITY_TO_STRENGTH
 from murano.errors import InvalidRequest, MuranoError
 
 __all__ = [
@@ -57,6 +64,18 @@ class UpscaleImageRequest(BaseModel):
             raise InvalidRequest("creativity", "creativity must be a finite number.")
         return min(max(value, 0.0), MAX_CREATIVITY)
 
+    def to_job(self, entry: ModelEntry, image: Image) -> JobSpec:
+        """The upscale of `image` this request asks of `entry` (an upscaler): its output
+        size and price tier, and the creativity pass's strength where the entry has one."""
+        try:
+            size = upscale_size(image.width, image.height, self.checked_scale())
+        except ValueError as exc:
+            raise InvalidRequest("image", f"image: {exc}.") from None
+        creativity = self.clamped_creativity()
+        strength = creativity * CREATIVITY_TO_STRENGTH if upscale_options(entry).creativity else 0
+        tier = upscale_tier(image.width, size[0])
+        return _job(entry, "upscale", image, size, resolution=tier, strength=strength or None)
+
 
 class BackgroundRemoveImageRequest(BaseModel):
     """`POST /api/v1/image/background-remove`: exactly one of `image` and `image_url`."""
@@ -83,6 +102,44 @@ class BackgroundRemoveImageRequest(BaseModel):
         ):
             raise InvalidRequest("image_url", "image_url must be an http(s) URL.")
         return name, value
+
+    def to_job(self, entry: ModelEntry, image: Image) -> JobSpec:
+        """The cut-out of `image` this request asks of `entry` (a background remover)."""
+        return _job(entry, "background-remove", image, image.size)
+
+
+# Safe mode does not apply (neither request has `safe_mode`; the image is the caller's own),
+# nor metadata (neither has `embed_exif_metadata`): a plain PNG.
+_PNG = OutputRequest(fmt="png", safe_mode=False, hide_watermark=False, embed_metadata=False)
+
+
+def _job(
+    entry: ModelEntry,
+    task: Task,
+    image: Image,
+    size: tuple[int, int],
+    *,
+    resolution: str | None = None,
+    strength: float | None = None,
+) -> JobSpec:
+    """One post-processing job: `image` in, one PNG of `size` out."""
+    params = GenerationParams(
+        model_id=entry.id,
+        prompt="",
+        negative_prompt=None,
+        width=size[0],
+        height=size[1],
+        steps=1,
+        cfg_scale=0.0,
+        seed=random_seed(),
+        images=1,
+        lora_strength=None,
+        resolution=resolution,
+        task=task,
+        init_images=(image,),
+        strength=strength,
+    )
+    return JobSpec(params, _PNG)
 
 
 Model = TypeVar("Model", bound=BaseModel)

@@ -1,13 +1,13 @@
-"""The generation service behind every image endpoint: check the request against the model,
-refuse cheaply when the queue cannot take it, admit the caller (reserve), queue the job, wait
-for it while watching the connection (a disconnect cancels the job in any state), and hand
-the settlement to the request's `Delivery`: the reservation is committed only once the
-response's last byte was sent, and released on anything else."""
+"""The generation service behind every image endpoint. Given a checked job (the request's
+own `to_job`) and the caller's `Credentials`: refuse cheaply when the queue cannot take it,
+admit the caller (reserve, or the x402 gate), decide safe mode once (`SafetyPolicy`), queue
+the job, wait for it while watching the connection (a disconnect cancels the job in any
+state), and hand the settlement to the request's `Delivery`: the reservation is committed
+only once the response's last byte was sent, and released on anything else."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import time
@@ -20,14 +20,17 @@ from typing import Any
 from fastapi.responses import Response
 
 from murano import __version__
-from murano.accounts.base import Accounts, Admission, Charge, Outcome, Principal
+from murano.accounts.base import Accounts, Admission, Charge, Outcome
+from murano.accounts.credentials import Credentials
 from murano.api.delivery import Delivery, Message
 from murano.api.errors import error_body, status_for
-from murano.catalog.check import GenerationParams, ImageRequest, check
+from murano.api.job_spec import JobSpec, OutputRequest
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.engine import Engine
 from murano.engine.job import GenerationJob, JobTimings
+from murano.engine.params import GenerationParams
 from murano.errors import (
+    ContentViolation,
     DeadlineExceeded,
     JobCancelled,
     ModelUnavailable,
@@ -35,30 +38,20 @@ from murano.errors import (
     ShuttingDown,
 )
 from murano.gateway import Gateway, UpstreamRequest
-from murano.imaging.encode import ImageFormat, encode
+from murano.imaging.encode import encode
 from murano.imaging.metadata import ImageMetadata
 from murano.imaging.placeholder import blacked_out, violation_placeholder_png
 from murano.postprocess import OutputOptions, Rendered, render
+from murano.safety.policy import SafetyDecision, SafetyPolicy
 
-__all__ = ["Generated", "ImageService", "OutputRequest", "PaymentGate"]
+__all__ = ["Generated", "ImageService", "PaymentGate"]
 
 log = logging.getLogger("murano.api")
 
-# The x402 layer, when enabled: given an anonymous principal and the priced request, it
-# either raises PaymentRequired or returns an admission backed by a verified payment.
-PaymentGate = Callable[[Principal, Charge], Awaitable[Admission]]
-
-
-@dataclass(frozen=True, slots=True)
-class OutputRequest:
-    fmt: ImageFormat
-    safe_mode: bool
-    hide_watermark: bool
-    embed_metadata: bool
-    style_preset: str | None = None
-    binary: bool = False
-    # Also base64-encode the images on the post-processing pool (JSON responses).
-    as_base64: bool = False
+# The x402 layer, when enabled: given an anonymous caller's credentials (its x402 headers)
+# and the priced request, it either raises PaymentRequired or returns an admission backed
+# by a verified payment or a wallet's credit.
+PaymentGate = Callable[[Credentials, Charge], Awaitable[Admission]]
 
 
 @dataclass(slots=True)
@@ -71,6 +64,9 @@ class Generated:
     content_violation: bool = False
     # The job (None for a refused prompt); in `sending` until its response was sent.
     job: GenerationJob | None = None
+    # The job's `SafetyDecision.checked`: False when safe mode was asked for and nothing
+    # classified the images.
+    safety_checked: bool = True
 
     @property
     def headers(self) -> dict[str, str]:
@@ -79,7 +75,7 @@ class Generated:
         headers["x-venice-model-name"] = self.entry.model_spec.name
         headers["x-venice-is-blurred"] = _flag(self.rendered.blurred)
         headers["x-venice-is-content-violation"] = _flag(self.content_violation)
-        if not self.rendered.checked:
+        if not self.safety_checked:
             headers["x-murano-safety-checked"] = "false"
         return headers
 
@@ -95,7 +91,7 @@ class ImageService:
         engine: Engine,
         accounts: Accounts,
         *,
-        safety_available: bool,
+        safety: SafetyPolicy,
         blocked_terms: list[str],
         watermark: bool,
         allow_hide_watermark: bool,
@@ -106,7 +102,7 @@ class ImageService:
         self.catalog = catalog
         self.engine = engine
         self.accounts = accounts
-        self.safety_available = safety_available
+        self.safety = safety
         self.blocked_terms = [term.lower() for term in blocked_terms if term]
         self.watermark = watermark
         self.allow_hide_watermark = allow_hide_watermark
@@ -114,14 +110,10 @@ class ImageService:
         self.payment_gate = payment_gate
         self.gateway = gateway
 
-    def resolve(self, model_id: str, request: ImageRequest, *, max_side: int) -> GenerationParams:
-        return check(self.catalog.get(model_id), request, max_side=max_side)
-
     async def generate(
         self,
-        principal: Principal,
-        params: GenerationParams,
-        output: OutputRequest,
+        credentials: Credentials,
+        job_spec: JobSpec,
         *,
         endpoint: str,
         delivery: Delivery | None = None,
@@ -130,10 +122,11 @@ class ImageService:
         on_job: Callable[[GenerationJob], None] | None = None,
         is_disconnected: Callable[[], Awaitable[bool]] | None = None,
     ) -> Generated:
-        """Generate for `principal`. The result's settlement waits on `delivery` (by
-        default the current request's, see `murano.api.delivery`), which also watches the
-        connection (`is_disconnected` is accepted for older callers and not needed); `on_job`
-        sees the job once it is queued."""
+        """Generate for the caller who presented `credentials`. The result's settlement
+        waits on `delivery` (by default the current request's, see `murano.api.delivery`),
+        which also watches the connection (`is_disconnected` is accepted for older callers
+        and not needed); `on_job` sees the job once it is queued."""
+        params, output = job_spec.params, job_spec.output
         delivery = delivery or Delivery.current()
         received = time.monotonic() if received is None else received
         entry = self.catalog.get(params.model_id)
@@ -141,18 +134,19 @@ class ImageService:
         charge = Charge(entry.id, params.images, Decimal(price), endpoint)
         # Cheap refusals first: a full queue or a draining server reserves nothing.
         self.engine.check_room(params.model_id)
-        admission = await self._admit(principal, charge)
+        admission = await self._admit(credentials, charge)
         job: GenerationJob | None = None
         try:
             if self._violates_policy(params):
                 return await self._violation(entry, params, output, admission, received)
+            safety = self.safety.decide(entry, output.safe_mode)
             if entry.upstream is not None:
-                return await self._forward(entry, params, output, admission, received, delivery)
+                return await self._forward(entry, job_spec, safety, admission, received, delivery)
             job = GenerationJob(
                 params=params,
                 finish=partial(_finish, options=self._options(entry, params, output)),
                 batch_key=self.engine.batch_key(params),
-                safety_check=output.safe_mode and self.safety_available,
+                classifier=safety.classifier,
                 received=received,
                 preview_every=preview_every,
             )
@@ -161,8 +155,6 @@ class ImageService:
                 on_job(job)
             delivery.watch()
             rendered = await self._wait(job, delivery)
-            if not output.safe_mode or not self.safety_available:
-                rendered = dataclasses.replace(rendered, checked=not output.safe_mode)
         except BaseException as exc:
             if job is not None:
                 self.engine.cancel(job)
@@ -170,7 +162,9 @@ class ImageService:
             if isinstance(exc, MuranoError):
                 exc.headers = {**admission.headers, **exc.headers}
             raise
-        generated = Generated(entry, params, rendered, job.timings, admission, job=job)
+        generated = Generated(
+            entry, params, rendered, job.timings, admission, job=job, safety_checked=safety.checked
+        )
         if delivery.guarded:
             delivery.attach(_Settlement(self, job, admission))
         else:
@@ -179,10 +173,12 @@ class ImageService:
             await self._settle(admission, Outcome.DELIVERED, job.timings)
         return generated
 
-    async def _admit(self, principal: Principal, charge: Charge) -> Admission:
-        if principal.anonymous and self.payment_gate is not None:
-            return await self.payment_gate(principal, charge)
-        return await self.accounts.admit(principal, charge)
+    async def _admit(self, credentials: Credentials, charge: Charge) -> Admission:
+        """Admission for what the caller presented: an x402 payment or wallet sign-in
+        (the payment gate), else the key's balance and rate limit (the accounts)."""
+        if credentials.x402 is not None and self.payment_gate is not None:
+            return await self.payment_gate(credentials, charge)
+        return await self.accounts.admit(credentials.principal, charge)
 
     async def _settle(self, admission: Admission, outcome: Outcome, timings: JobTimings) -> None:
         if admission.settle_hook is not None:
@@ -249,8 +245,8 @@ class ImageService:
     async def _forward(
         self,
         entry: ModelEntry,
-        params: GenerationParams,
-        output: OutputRequest,
+        job_spec: JobSpec,
+        safety: SafetyDecision,
         admission: Admission,
         received: float,
         delivery: Delivery,
@@ -260,11 +256,13 @@ class ImageService:
         error (the caller's `except` above)."""
         if self.gateway is None:
             raise ModelUnavailable(entry.id, "no upstream gateway")
+        params, output = job_spec.params, job_spec.output
         request = UpstreamRequest(
             params, output.fmt, output.safe_mode, output.hide_watermark, output.embed_metadata
         )
         started = time.monotonic()
-        result = await self.gateway.generate(entry, request, self._options(entry, params, output))
+        options = self._options(entry, params, output)
+        result = await self.gateway.generate(entry, request, options, safety)
         timings = JobTimings(
             received,
             enqueued=started,
@@ -279,7 +277,15 @@ class ImageService:
             delivery.attach(_Settlement(self, None, admission, timings))
         else:
             await self._settle(admission, Outcome.DELIVERED, timings)
-        return Generated(entry, params, result.rendered, timings, admission, violation)
+        return Generated(
+            entry,
+            params,
+            result.rendered,
+            timings,
+            admission,
+            violation,
+            safety_checked=safety.checked,
+        )
 
     def _violates_policy(self, params: GenerationParams) -> bool:
         text = params.prompt.lower()
@@ -293,8 +299,11 @@ class ImageService:
         admission: Admission,
         received: float,
     ) -> Generated:
-        """Venice's answer to a refused prompt: 200, blacked-out images (a PNG placeholder
-        for binary responses), the violation header, and no charge."""
+        """Venice's answer to a refused prompt, with no charge: for a generation, 200,
+        blacked-out images (a PNG placeholder for binary responses) and the violation header;
+        for an edit, a 422 (`ContentViolation`)."""
+        if params.is_edit:
+            raise ContentViolation()  # settled below as a content violation (no charge)
         now = time.monotonic()
         timings = JobTimings(received, enqueued=now, started=now, generated=now, finished=now)
         await self._settle(admission, Outcome.CONTENT_VIOLATION, timings)
@@ -303,7 +312,7 @@ class ImageService:
         else:
             black = blacked_out(params.width, params.height)
             images = [encode(black, output.fmt)] * params.images
-        rendered = Rendered(images, blurred=False, checked=True)
+        rendered = Rendered(images, blurred=False)
         return Generated(entry, params, rendered, timings, admission, content_violation=True)
 
 
@@ -399,4 +408,6 @@ def _outcome_of(exc: BaseException) -> Outcome:
         return Outcome.CANCELLED
     if isinstance(exc, DeadlineExceeded):
         return Outcome.TIMEOUT
+    if isinstance(exc, ContentViolation):
+        return Outcome.CONTENT_VIOLATION
     return Outcome.FAILED

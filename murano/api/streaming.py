@@ -24,10 +24,10 @@ from murano.imaging.encode import ImageFormat, encode
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from murano.accounts.base import Principal
+    from murano.accounts.credentials import Credentials
     from murano.api.delivery import Delivery
-    from murano.api.serving import Generated, ImageService, OutputRequest
-    from murano.catalog.check import GenerationParams
+    from murano.api.job_spec import JobSpec
+    from murano.api.serving import Generated, ImageService
     from murano.engine.job import GenerationJob
 
 __all__ = [
@@ -144,9 +144,8 @@ def openai_error(message: str, *, status: int, code: str | None = None) -> bytes
 
 async def openai_stream(
     service: ImageService,
-    principal: Principal,
-    params: GenerationParams,
-    output: OutputRequest,
+    credentials: Credentials,
+    job: JobSpec,
     *,
     delivery: Delivery,
     received: float,
@@ -161,27 +160,27 @@ async def openai_stream(
     ordinary 4xx); partial images are the job's live previews at `partial_steps`; the
     charge settles when the completed event has been sent."""
     loop = asyncio.get_running_loop()
+    params, output = job.params, job.output
     targets = set(partial_steps(params.steps, partial_images))
     previews: asyncio.Queue[Image | None] = asyncio.Queue()
     admitted: asyncio.Future[None] = loop.create_future()
     sent: set[int] = set()
 
-    def listener(job: GenerationJob) -> None:
-        step = job.progress[0] if job.progress is not None else None
-        if step in targets and step not in sent and job.preview is not None:
+    def listener(running: GenerationJob) -> None:
+        step = running.progress[0] if running.progress is not None else None
+        if step in targets and step not in sent and running.preview is not None:
             sent.add(step)
-            previews.put_nowait(job.preview)
+            previews.put_nowait(running.preview)
 
-    def on_job(job: GenerationJob) -> None:
-        job.add_listener(listener)
+    def on_job(running: GenerationJob) -> None:
+        running.add_listener(listener)
         if not admitted.done():
             admitted.set_result(None)
 
     task = loop.create_task(
         service.generate(
-            principal,
-            params,
-            output,
+            credentials,
+            job,
             delivery=delivery,
             endpoint=endpoint,
             received=received,

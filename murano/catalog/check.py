@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from murano.catalog.entries import ModelEntry
 from murano.catalog.styles import STYLE_NAMES, apply_style
+from murano.engine.params import GenerationParams
 from murano.errors import InvalidRequest, UnsupportedFeature
 
-if TYPE_CHECKING:
-    from PIL.Image import Image
-
 __all__ = [
+    "MAX_SIDE",
     "RESOLUTION_TIERS",
-    "GenerationParams",
     "ImageRequest",
-    "Task",
+    "TextToImage",
     "check",
+    "random_seed",
     "size_for_aspect_ratio",
 ]
 
@@ -63,44 +62,26 @@ class ImageRequest(Protocol):
     def enhance_prompt(self) -> bool | None: ...
 
 
-# What a job asks of its model: text-to-image, image-to-image from `init_images[0]`,
-# inpainting of `init_images[0]` where `mask` is white, or an instruction edit of
-# `init_images` (the families built for it: Kontext, Qwen-Image-Edit, FLUX.2); on an
-# upscaler, `init_images[0]` enlarged to (width, height), and on a background remover,
-# `init_images[0]` cut out.
-Task = Literal["generate", "img2img", "inpaint", "edit", "upscale", "background-remove"]
-
-
 @dataclass(frozen=True, slots=True)
-class GenerationParams:
-    """Everything the engine needs to make one request's images. Image i uses seed + i.
-    The input-image fields default to "no input" (text-to-image)."""
+class TextToImage:
+    """An `ImageRequest` built from another dialect's request (OpenAI's `size`, `n`): the
+    fields it sets, the rest absent."""
 
-    model_id: str
     prompt: str
-    negative_prompt: str | None
-    width: int
-    height: int
-    steps: int
-    cfg_scale: float
-    seed: int
-    images: int
-    lora_strength: int | None
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    aspect_ratio: str | None = None
     resolution: str | None = None
-    task: Task = "generate"
-    # Decoded RGB inputs, already at the output size for img2img and inpainting.
-    init_images: tuple[Image, ...] = field(default=(), compare=False, repr=False)
-    # Inpainting: white where the image is repainted, black where it is kept ("L" mode).
-    mask: Image | None = field(default=None, compare=False, repr=False)
-    # img2img / inpainting: how far from the input the result may go (0–1); on an
-    # upscaler, the creativity pass's strength (0: none).
-    strength: float | None = None
-    # False: run without the model's step cache (a request's `step_cache`, where allowed).
-    step_cache: bool = True
-
-    @property
-    def is_edit(self) -> bool:
-        return self.task != "generate"
+    quality: str | None = None
+    cfg_scale: float | None = None
+    steps: int | None = None
+    seed: int | None = None
+    variants: int | None = None
+    lora_strength: int | None = None
+    style_preset: str | None = None
+    enable_web_search: bool | None = None
+    enhance_prompt: bool | None = None
 
 
 def size_for_aspect_ratio(ratio: str, tier: str, divisor: int) -> tuple[int, int]:

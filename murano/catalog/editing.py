@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 from PIL.Image import Image
 
-from murano.catalog.check import RESOLUTION_TIERS, GenerationParams, Task, random_seed
+from murano.catalog.check import RESOLUTION_TIERS, random_seed
 from murano.catalog.entries import ModelEntry
+from murano.engine.params import GenerationParams, Task
 from murano.errors import InvalidRequest, UnsupportedFeature
 from murano.imaging.inputs import MIN_PIXELS, fit, fit_mask, within_area
 

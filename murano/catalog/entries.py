@@ -10,6 +10,8 @@ revision = "main"                  # optional hub revision pin
 dtype = "bfloat16"                 # optional: the family's default
 device = "auto"                    # auto: cuda, then mps, then cpu
 load = "start"                     # or "first-use"
+replicas = 2                       # copies, one per device (default 1; "all": every device)
+devices = ["cuda:0", "cuda:1"]     # optional: the MURANO_DEVICES they may use (default: all)
 cpu_offload = false                # cuda only: keep weights in CPU RAM between calls
 cfg_scale = 0.0                    # optional: the family's default
 config = "stabilityai/stable-diffusion-xl-base-1.0"  # single-file sources: their configs
@@ -56,6 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from murano.catalog.families import UPSTREAM_FAMILIES, Family, get_family
 from murano.catalog.optimize import OptimizeSettings
+from murano.catalog.ray import RayOptions
 from murano.catalog.spec import Constraints, ModelSpec, StepsConstraint
 from murano.errors import ModelNotFound
 
@@ -69,6 +72,10 @@ __all__ = [
     "UpstreamEntry",
     "load_models_file",
 ]
+
+# A device of MURANO_DEVICES (`cuda:1`), or one of its workers when a device is listed
+# twice (`cpu#1`).
+DEVICE_PATTERN = r"^(cpu|mps|cuda(:[0-9]+)?)(#[0-9]+)?$"
 
 # What a model does: "image" models generate (and edit); the others serve one endpoint each,
 # /image/upscale and /image/background-remove (see `murano.catalog.postops`).
@@ -145,6 +152,12 @@ class ModelEntry(BaseModel):
     dtype: str | None = None
     device: str = "auto"
     load: Literal["start", "first-use"] = "start"
+    # Copies of the model, each its own pipeline on its own device ("all": one on every
+    # device it may use), and the devices (of MURANO_DEVICES) it may use; None: all of them.
+    replicas: Annotated[int, Field(ge=1)] | Literal["all"] = 1
+    devices: list[Annotated[str, Field(pattern=DEVICE_PATTERN)]] | None = Field(
+        default=None, min_length=1
+    )
     cpu_offload: bool = False
     # Requests (images) per minute per key on this model, where not the server's default.
     rpm: int | None = Field(default=None, ge=1)
@@ -167,6 +180,8 @@ class ModelEntry(BaseModel):
     model_spec: ModelSpec
     # `[models.optimize]`: speed settings applied at load (murano.catalog.optimize).
     optimize: OptimizeSettings = Field(default_factory=OptimizeSettings)
+    # `[models.ray]`: the model's Ray Serve deployment under `murano serve --ray`.
+    ray: RayOptions = Field(default_factory=RayOptions)
 
     @model_validator(mode="after")
     def _source_or_upstream(self) -> ModelEntry:
@@ -179,6 +194,13 @@ class ModelEntry(BaseModel):
             raise ValueError(f"model {self.id!r}: family {self.family!r} does not fit its source")
         if self.upstream is not None and (self.loras or self.components):
             raise ValueError(f"model {self.id!r}: an upstream model takes no loras or components")
+        if self.upstream is not None and (self.replicas != 1 or self.devices):
+            raise ValueError(f"model {self.id!r}: an upstream model has no replicas or devices")
+        if isinstance(self.replicas, int) and self.devices and self.replicas > len(self.devices):
+            raise ValueError(
+                f"model {self.id!r}: replicas = {self.replicas} on {len(self.devices)} devices;"
+                " a device holds one replica of a model"
+            )
         return self
 
     @property

@@ -4,13 +4,18 @@ On SIGTERM or SIGINT the server drains before it stops: it keeps accepting conne
 `/readyz` answers 503 and new generation requests get 503 + `Retry-After`, while the jobs
 in flight have up to `MURANO_DRAIN_TIMEOUT_S` (30 s) to be delivered; the rest are cancelled
 (a Venice-shaped 503; their reservations released), and then uvicorn shuts down. A second
-SIGINT stops at once."""
+SIGINT stops at once.
+
+`murano serve --ray` runs the same app as the ingress of a Ray Serve application, with one
+deployment per model (`murano.distributed`); it needs PostgreSQL and Redis."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,18 @@ def register(subparsers: Any) -> None:
         "--no-auth", action="store_true", help="turn API-key checks off (local use only)"
     )
     parser.add_argument("--log-level", help="debug, info, warning, error")
+    parser.add_argument(
+        "--ray",
+        action="store_true",
+        help="run on Ray Serve: one deployment per model, its replicas placed by Ray "
+        "(needs --database-url to PostgreSQL and --redis-url)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --ray: join the Ray cluster at ADDR (e.g. ray://head:10001 or auto) "
+        "instead of starting one on this machine",
+    )
     parser.set_defaults(func=_serve)
 
 
@@ -99,12 +116,31 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    if args.ray or args.ray_address:
+        return _serve_on_ray(settings, args.ray_address)
     _show_load_progress()
     app = create_app(settings)
     if settings.playground:
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
         logging.getLogger("murano").info("playground: http://%s:%d/", host, settings.port)
     run_server(app, settings)
+    return 0
+
+
+def _serve_on_ray(settings: Any, address: str | None) -> int:
+    from murano.distributed.cluster import SharedStateMissing, check_shared_state
+
+    try:
+        check_shared_state(settings)
+    except SharedStateMissing as exc:
+        print(f"murano: {exc}", file=sys.stderr)
+        return 2
+    if importlib.util.find_spec("ray") is None:
+        print("murano: --ray needs Ray Serve: pip install 'murano-server[ray]'", file=sys.stderr)
+        return 2
+    from murano.distributed.cluster import serve_on_ray
+
+    serve_on_ray(settings, address)
     return 0
 
 

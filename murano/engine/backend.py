@@ -14,7 +14,7 @@ from typing import Protocol
 
 from PIL.Image import Image
 
-from murano.catalog.check import GenerationParams
+from murano.engine.params import GenerationParams
 
 __all__ = ["Backend", "Preview", "StepControl"]
 

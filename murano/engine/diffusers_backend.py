@@ -22,13 +22,13 @@ from typing import Any
 
 from PIL.Image import Image
 
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import ModelEntry
 from murano.engine import optimize
 from murano.engine.backend import StepControl
 from murano.engine.families import Adapter, adapter_for
 from murano.engine.families.base import expand
 from murano.engine.lora import LoraScaler, load_loras
+from murano.engine.params import GenerationParams
 from murano.engine.previews import TinyVaeDecoder
 
 __all__ = [

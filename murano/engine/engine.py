@@ -8,10 +8,17 @@ load, idle models are evicted until the model's last known size fits; after it, 
 total fits again. A model that alone exceeds the budget still loads (with a warning), and
 models loaded at start never evict one another: one that does not fit waits for first use.
 
-Loads run on a thread of their own, beside inference on the device thread. A loading model
-counts towards `max_resident`: a load that finds no room and no idle model to evict waits
-for one. A failed load is retried, on the first request after a back-off of `load_retry_s`
-doubling up to `load_retry_max_s`; until then requests for the model are refused (503).
+Each model has one or more replicas (`murano.engine.replica`), each a loaded pipeline on one
+device worker (`murano.engine.devices`: one thread per device of `MURANO_DEVICES`). What is
+said here of a model holds per replica and per device: `max_resident` and
+`memory_budget_bytes` bound each device, and the LRU eviction picks among the idle replicas
+of the device that needs room.
+
+Loads run on a thread of their own (one load at a time), beside inference on the device
+threads. A loading model counts towards `max_resident`: a load that finds no room and no
+idle model to evict waits for one. A failed load is retried, on the first request after a
+back-off of `load_retry_s` doubling up to `load_retry_max_s`; until then requests for the
+model are refused (503) when no other replica of it can serve.
 
 The engine owns every job's state: `submit` queues it, `cancel` ends it in any state before
 `delivered`, `deliver` marks it delivered once its response was sent, and `drain` stops new
@@ -22,50 +29,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
 
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.backend import Backend
+from murano.engine.devices import DeviceWorker, current_worker, make_workers, working_for
 from murano.engine.job import GenerationJob, JobState
-from murano.engine.scheduler import Inspector, ModelQueue, SchedulerConfig
+from murano.engine.params import GenerationParams
+from murano.engine.replica import LoadState, ModelStatus, Replica, combined_status, place
+from murano.engine.scheduler import ModelQueue, SchedulerConfig
 from murano.errors import JobCancelled, ModelUnavailable, MuranoError, ShuttingDown
 from murano.metrics import Metrics
 
-__all__ = ["Engine", "LoadState", "ModelStatus"]
+__all__ = ["Engine", "LoadState", "ModelStatus", "Replica"]
 
 log = logging.getLogger("murano.engine")
 
 BackendFactory = Callable[[ModelEntry], Backend]
 # Jobs with equal keys may share one pipeline call (the family adapter knows what must match).
 BatchKeyFn = Callable[[ModelEntry, GenerationParams], tuple[Hashable, ...]]
-
-
-class LoadState(enum.StrEnum):
-    UNLOADED = "unloaded"
-    LOADING = "loading"
-    RESIDENT = "resident"
-    FAILED = "failed"
-
-
-@dataclass(slots=True)
-class ModelStatus:
-    state: LoadState = LoadState.UNLOADED
-    backend: Backend | None = None
-    error: str = ""
-    last_used: float = 0.0
-    # The weights' size from the model's last load (0 until it has loaded once).
-    memory_bytes: int = 0
-    # Failed loads in a row, and when (monotonic; wall clock for display) the next may try.
-    failures: int = 0
-    retry_at: float = 0.0
-    retry_at_unix: float = 0.0
 
 
 class Engine:
@@ -79,12 +64,17 @@ class Engine:
         max_resident: int = 2,
         memory_budget_bytes: int | None = None,
         postprocess_threads: int = 2,
-        inspector: Inspector | None = None,
         batch_key: BatchKeyFn | None = None,
         load_retry_s: float = 30.0,
         load_retry_max_s: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
+        devices: Sequence[str] | None = None,
+        torch_threads: int | None = None,
     ) -> None:
+        """`devices`: one device worker each (`murano.engine.devices`); None: one worker,
+        and each model on its entry's own device. `max_resident` and
+        `memory_budget_bytes` bound each device. ValueError when a model's `replicas` or
+        `devices` do not fit the devices."""
         self.catalog = catalog
         self._batch_key = batch_key or default_batch_key
         self.metrics = metrics or Metrics()
@@ -95,13 +85,14 @@ class Engine:
         self._retry = (load_retry_s, load_retry_max_s)
         # Only the load back-off reads this clock (tests move it); stamps are monotonic.
         self._clock = clock
-        # One device thread: batches of every model on this device run one at a time.
-        self._device = ThreadPoolExecutor(1, thread_name_prefix="murano-device")
-        # Loads (and unloads) beside it, so one model's load never stalls another's batch.
+        # One thread per device: batches placed on a device run there one at a time.
+        self.workers = make_workers(devices, torch_threads=torch_threads)
+        # Loads (and unloads) beside them, so one model's load never stalls another's batch;
+        # one at a time: diffusers' loading patches torch globally (empty-weight init), so
+        # two loads at once in one process break each other.
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="murano-load")
         self._cpu = ThreadPoolExecutor(postprocess_threads, thread_name_prefix="murano-post")
-        self._status = {entry.id: ModelStatus() for entry in catalog}
-        self._locks = {entry.id: asyncio.Lock() for entry in catalog}
+        self._replicas = self._place_replicas()
         self._room = asyncio.Event()
         self._jobs: set[GenerationJob] = set()
         self._idle = asyncio.Event()
@@ -112,17 +103,29 @@ class Engine:
         self._queues = {
             entry.id: ModelQueue(
                 entry.id,
-                self._acquirer(entry.id),
+                self._replicas[entry.id],
+                self._ensure_replica,
                 config=self._config,
-                device_executor=self._device,
                 cpu_executor=self._cpu,
                 metrics=self.metrics,
-                inspector=inspector,
-                is_resident=self._resident_check(entry.id),
+                usable=self._usable,
                 on_idle=self._room_changed,
             )
             for entry in catalog
         }
+
+    def _place_replicas(self) -> dict[str, list[Replica]]:
+        taken: dict[str, int] = {}
+        placed: dict[str, list[Replica]] = {}
+        for entry in self.catalog:
+            if entry.upstream is not None:  # served by murano.gateway: nothing to place
+                placed[entry.id] = []
+                continue
+            indices = place(entry, self.workers, taken)
+            placed[entry.id] = [
+                Replica(entry.id, n, self.workers[i]) for n, i in enumerate(indices)
+            ]
+        return placed
 
     @property
     def postprocess_pool(self) -> ThreadPoolExecutor:
@@ -133,22 +136,28 @@ class Engine:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the models marked `load = "start"`; a failure is logged, not raised."""
+        """Load every replica of the models marked `load = "start"`; a failure is logged,
+        not raised."""
         for entry in self.catalog:
-            if entry.upstream is not None:  # served by murano.gateway: nothing to load
-                continue
-            room = self._occupied() < self._max_resident or not self._counted(entry.id)
-            if entry.load == "start" and room:
-                with contextlib.suppress(ModelUnavailable):
-                    await self._ensure_loaded(entry.id, evict=False)
-                loaded = self._status[entry.id].backend is not None
-                if loaded and self._resident_count() > 1 and self._over_budget():
-                    log.warning(
-                        "model %s does not fit the memory budget beside the models loaded"
-                        " before it; it will load on first use",
-                        entry.id,
-                    )
-                    await self._unload(entry.id)
+            if entry.load == "start":
+                for replica in self._replicas[entry.id]:
+                    await self._start_replica(replica)
+
+    async def _start_replica(self, replica: Replica) -> None:
+        worker = replica.worker
+        room = self._occupied(worker) < self._max_resident or not self._counted(replica)
+        if not room:
+            return
+        with contextlib.suppress(ModelUnavailable):
+            await self._ensure_loaded(replica, evict=False)
+        if replica.resident and self._resident_count(worker) > 1 and self._over_budget(worker):
+            log.warning(
+                "model %s does not fit the memory budget of %s beside the models loaded"
+                " before it; it will load on first use",
+                replica.model_id,
+                worker.name,
+            )
+            await self._unload(replica)
 
     async def drain(self, timeout_s: float) -> None:
         """Stop taking jobs, give those in flight up to `timeout_s` to be delivered, then
@@ -166,21 +175,22 @@ class Engine:
     async def close(self) -> None:
         for queue in self._queues.values():
             await queue.close()
-        # Waiting for a batch still on the device must not block the event loop.
-        for pool in (self._device, self._loader, self._cpu):
+        # Waiting for a batch still on a device must not block the event loop.
+        pools = [*(w.executor for w in self.workers), self._loader, self._cpu]
+        for pool in pools:
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
     # -- jobs ---------------------------------------------------------------------------
 
     def check_room(self, model_id: str) -> None:
         """Whether a job for `model_id` would be taken now, before anything is reserved for
-        it: ShuttingDown, ModelUnavailable (a failed load not yet due for a retry) or
-        ModelAtCapacity (its queue is full)."""
+        it: ShuttingDown, ModelUnavailable (every replica failed to load and none is due for
+        a retry yet) or ModelAtCapacity (its queue is full)."""
         if self.draining:
             raise ShuttingDown()
-        status = self._status[model_id]
-        if status.state is LoadState.FAILED and self._clock() < status.retry_at:
-            raise ModelUnavailable(model_id, status.error)
+        replicas = self._replicas[model_id]
+        if replicas and not any(self._usable(r) for r in replicas):
+            raise ModelUnavailable(model_id, replicas[0].status.error)
         self._queues[model_id].check_room()
 
     def submit(self, job: GenerationJob) -> None:
@@ -232,7 +242,23 @@ class Engine:
     # -- models -------------------------------------------------------------------------
 
     def status(self, model_id: str) -> ModelStatus:
-        return self._status[model_id]
+        """The model's load state, its replicas' combined (`combined_status`)."""
+        replicas = self._replicas[model_id]
+        return combined_status(replicas) if replicas else ModelStatus()
+
+    def replicas(self, model_id: str) -> list[Replica]:
+        """The model's replicas, in order (none for a model served upstream)."""
+        return list(self._replicas[model_id])
+
+    def local_backend(self, model_id: str) -> Backend | None:
+        """The model's loaded backend on the device this thread works for, else any
+        resident replica's (None when none is resident)."""
+        worker = current_worker()
+        resident = [r for r in self._replicas[model_id] if r.status.backend is not None]
+        for replica in resident:
+            if replica.worker is worker:
+                return replica.status.backend
+        return resident[0].status.backend if resident else None
 
     def queue_depth(self, model_id: str) -> int:
         return self._queues[model_id].depth
@@ -242,58 +268,64 @@ class Engine:
         default = self.catalog.default
         if default.upstream is not None:
             return not self.draining
-        return self._status[default.id].state is LoadState.RESIDENT and not self.draining
+        return self.status(default.id).state is LoadState.RESIDENT and not self.draining
 
-    def _acquirer(self, model_id: str) -> Callable[[], Any]:
-        async def acquire() -> Backend:
-            return await self.ensure_loaded(model_id)
-
-        return acquire
-
-    def _resident_check(self, model_id: str) -> Callable[[], bool]:
-        return lambda: self._status[model_id].backend is not None
+    def _usable(self, replica: Replica) -> bool:
+        """Not in a failed load's back-off."""
+        status = replica.status
+        return status.state is not LoadState.FAILED or self._clock() >= status.retry_at
 
     async def ensure_loaded(self, model_id: str) -> Backend:
-        """The model's backend, loading it (and evicting idle models) when it is not
-        resident; ModelUnavailable when it failed to load."""
-        return await self._ensure_loaded(model_id, evict=True)
+        """A loaded backend of the model: a resident replica's, else the first replica
+        that may load now is loaded (evicting idle models on its device); ModelUnavailable
+        when it failed to load."""
+        replicas = self._replicas[model_id]
+        resident = [r for r in replicas if r.resident]
+        if resident:
+            return await self._ensure_loaded(resident[0], evict=True)
+        usable = [r for r in replicas if self._usable(r)]
+        return await self._ensure_loaded((usable or replicas)[0], evict=True)
 
-    async def _ensure_loaded(self, model_id: str, *, evict: bool) -> Backend:
-        status = self._status[model_id]
-        async with self._locks[model_id]:
+    async def _ensure_replica(self, replica: Replica) -> Backend:
+        return await self._ensure_loaded(replica, evict=True)
+
+    async def _ensure_loaded(self, replica: Replica, *, evict: bool) -> Backend:
+        status = replica.status
+        async with replica.lock:
             if status.backend is not None:
                 status.last_used = time.monotonic()
                 return status.backend
             if status.state is LoadState.FAILED and self._clock() < status.retry_at:
-                raise ModelUnavailable(model_id, status.error)
+                raise ModelUnavailable(replica.model_id, status.error)
             if evict:
-                await self._make_room(model_id)
+                await self._make_room(replica)
             # No await between the room check and this line: concurrent loads see it.
             status.state = LoadState.LOADING
             try:
-                backend = await self._load(model_id)
+                backend = await self._load(replica)
             finally:
                 self._room_changed()
             if evict:
-                await self._fit_budget(model_id)
+                await self._fit_budget(replica)
             return backend
 
-    def _counted(self, model_id: str) -> bool:
-        """Whether a model takes one of the `max_resident` places: upscalers and background
-        removers are small and do not (the memory budget still counts their bytes)."""
-        return self.catalog.get(model_id).type == "image"
+    def _counted(self, replica: Replica) -> bool:
+        """Whether a replica takes one of its device's `max_resident` places: upscalers and
+        background removers are small and do not (the memory budget still counts them)."""
+        return self.catalog.get(replica.model_id).type == "image"
 
-    async def _load(self, model_id: str) -> Backend:
-        status = self._status[model_id]
-        entry = self.catalog.get(model_id)
-        log.info("loading model %s from %s", model_id, entry.source)
+    async def _load(self, replica: Replica) -> Backend:
+        status = replica.status
+        model_id = replica.model_id
+        entry = self._entry_on(replica)
+        log.info("loading model %s from %s on %s", model_id, entry.source, replica.name)
         began = time.monotonic()
         try:
             backend = await asyncio.get_running_loop().run_in_executor(
-                self._loader, self._factory, entry
+                self._loader, self._make_backend, replica.worker, entry
             )
         except Exception as exc:
-            self._load_failed(model_id, f"{type(exc).__name__}: {exc}")
+            self._load_failed(replica, f"{type(exc).__name__}: {exc}")
             raise ModelUnavailable(model_id, status.error) from exc
         except asyncio.CancelledError:
             status.state = LoadState.UNLOADED
@@ -302,37 +334,60 @@ class Engine:
         status.error, status.failures = "", 0
         status.last_used = time.monotonic()
         status.memory_bytes = int(getattr(backend, "memory_bytes", 0))
-        self.metrics.model_loaded.labels(model_id).set(1)
+        self._loaded_gauge(model_id)
         log.info(
-            "model %s resident after %.1f s (%.2f GB of weights)",
+            "model %s resident on %s after %.1f s (%.2f GB of weights)",
             model_id,
+            replica.name,
             time.monotonic() - began,
             status.memory_bytes / 1e9,
         )
         return backend
 
-    def _load_failed(self, model_id: str, error: str) -> None:
-        status = self._status[model_id]
+    def _entry_on(self, replica: Replica) -> ModelEntry:
+        """The entry as the factory gets it: on the replica's device."""
+        entry = self.catalog.get(replica.model_id)
+        device = replica.worker.device
+        return entry if device is None else entry.model_copy(update={"device": device})
+
+    def _make_backend(self, worker: DeviceWorker, entry: ModelEntry) -> Backend:
+        with working_for(worker):
+            return self._factory(entry)
+
+    def _load_failed(self, replica: Replica, error: str) -> None:
+        status = replica.status
         base, cap = self._retry
         wait = min(base * 2**status.failures, cap)
         status.failures += 1
         status.state, status.error = LoadState.FAILED, error
         status.retry_at = self._clock() + wait
         status.retry_at_unix = time.time() + wait
-        self.metrics.model_loaded.labels(model_id).set(-1)
-        log.error("model %s failed to load (%s); next try in %.0f s", model_id, error, wait)
-
-    def _resident_count(self) -> int:
-        return sum(
-            1 for mid, s in self._status.items() if s.backend is not None and self._counted(mid)
+        self._loaded_gauge(replica.model_id)
+        log.error(
+            "model %s failed to load on %s (%s); next try in %.0f s",
+            replica.model_id,
+            replica.name,
+            error,
+            wait,
         )
 
-    def _occupied(self) -> int:
-        """Image models resident or loading: what `max_resident` bounds."""
+    def _loaded_gauge(self, model_id: str) -> None:
+        state = self.status(model_id).state
+        value = 1 if state is LoadState.RESIDENT else -1 if state is LoadState.FAILED else 0
+        self.metrics.model_loaded.labels(model_id).set(value)
+
+    def _on(self, worker: DeviceWorker) -> list[Replica]:
+        return [r for rs in self._replicas.values() for r in rs if r.worker is worker]
+
+    def _resident_count(self, worker: DeviceWorker) -> int:
+        return sum(1 for r in self._on(worker) if r.resident and self._counted(r))
+
+    def _occupied(self, worker: DeviceWorker) -> int:
+        """Image models resident or loading on the device: what `max_resident` bounds."""
         return sum(
             1
-            for mid, s in self._status.items()
-            if (s.backend is not None or s.state is LoadState.LOADING) and self._counted(mid)
+            for r in self._on(worker)
+            if (r.resident or r.status.state is LoadState.LOADING) and self._counted(r)
         )
 
     def _room_changed(self) -> None:
@@ -340,35 +395,39 @@ class Engine:
         self._room.set()
         self._room = asyncio.Event()
 
-    def resident_bytes(self) -> int:
-        """The weights of the resident models, as far as their backends report them."""
-        return sum(s.memory_bytes for s in self._status.values() if s.backend is not None)
+    def resident_bytes(self, worker: DeviceWorker | None = None) -> int:
+        """The weights of the resident replicas (on `worker`, else on every device), as
+        far as their backends report them."""
+        replicas = self._on(worker) if worker is not None else self._all()
+        return sum(r.status.memory_bytes for r in replicas if r.resident)
 
-    def _over_budget(self, extra: int = 0) -> bool:
-        return self._budget is not None and self.resident_bytes() + extra > self._budget
+    def _all(self) -> list[Replica]:
+        return [r for rs in self._replicas.values() for r in rs]
 
-    def _lru_idle(self, model_id: str, *, counted: bool = False) -> str | None:
+    def _over_budget(self, worker: DeviceWorker, extra: int = 0) -> bool:
+        return self._budget is not None and self.resident_bytes(worker) + extra > self._budget
+
+    def _lru_idle(self, replica: Replica, *, counted: bool = False) -> Replica | None:
         idle = [
-            (s.last_used, mid)
-            for mid, s in self._status.items()
-            if s.backend is not None
-            and mid != model_id
-            and not self._queues[mid].busy
-            and (self._counted(mid) or not counted)
+            r
+            for r in self._on(replica.worker)
+            if r.resident and r is not replica and not r.busy and (self._counted(r) or not counted)
         ]
-        return min(idle)[1] if idle else None
+        return min(idle, key=lambda r: r.status.last_used) if idle else None
 
-    async def _make_room(self, model_id: str) -> None:
-        """Evict least recently used idle models until one more fits: in number (waiting
-        for a model to become idle when none is), and in memory as far as the model's size
-        is known from an earlier load (loading anyway when nothing can be evicted)."""
-        size = self._status[model_id].memory_bytes
-        counted = self._counted(model_id)
+    async def _make_room(self, replica: Replica) -> None:
+        """Evict least recently used idle replicas of the device until one more fits: in
+        number (waiting for one to become idle when none is), and in memory as far as the
+        model's size is known from an earlier load (loading anyway when nothing can be
+        evicted)."""
+        worker = replica.worker
+        size = replica.status.memory_bytes
+        counted = self._counted(replica)
         while True:
-            full = counted and self._occupied() >= self._max_resident
-            if not full and not self._over_budget(size):
+            full = counted and self._occupied(worker) >= self._max_resident
+            if not full and not self._over_budget(worker, size):
                 return
-            victim = self._lru_idle(model_id, counted=not self._over_budget(size))
+            victim = self._lru_idle(replica, counted=not self._over_budget(worker, size))
             if victim is not None:
                 await self._unload(victim)
             elif full:
@@ -376,27 +435,30 @@ class Engine:
             else:
                 return
 
-    async def _fit_budget(self, model_id: str) -> None:
-        """After `model_id` has loaded: evict idle models until the budget holds again."""
-        while self._over_budget():
-            victim = self._lru_idle(model_id)
+    async def _fit_budget(self, replica: Replica) -> None:
+        """After `replica` has loaded: evict idle replicas of its device until the budget
+        holds again."""
+        worker = replica.worker
+        while self._over_budget(worker):
+            victim = self._lru_idle(replica)
             if victim is None:
                 log.warning(
-                    "resident models hold %.2f GB, over the %.2f GB memory budget, and none"
-                    " can be evicted now",
-                    self.resident_bytes() / 1e9,
+                    "resident models on %s hold %.2f GB, over the %.2f GB memory budget, and"
+                    " none can be evicted now",
+                    worker.name,
+                    self.resident_bytes(worker) / 1e9,
                     (self._budget or 0) / 1e9,
                 )
                 return
             await self._unload(victim)
 
-    async def _unload(self, model_id: str) -> None:
-        status = self._status[model_id]
+    async def _unload(self, replica: Replica) -> None:
+        status = replica.status
         backend, status.backend = status.backend, None
         status.state = LoadState.UNLOADED
-        self.metrics.model_loaded.labels(model_id).set(0)
+        self._loaded_gauge(replica.model_id)
         if backend is not None:
-            log.info("evicting model %s", model_id)
+            log.info("evicting model %s from %s", replica.model_id, replica.name)
             await asyncio.get_running_loop().run_in_executor(self._loader, backend.unload)
         self._room_changed()
 
@@ -422,7 +484,8 @@ class _StateTimer:
         self.metrics.job_seconds.labels(model, self.state.value).observe(seconds)
         if job.state is JobState.RUNNING:
             # Queue time as Venice counts it: waiting for the model (and its load) included.
-            self.metrics.queue_seconds.labels(model).observe(at - job.stamps[JobState.QUEUED])
+            waited = at - job.stamps[JobState.QUEUED]
+            self.metrics.queue_seconds.labels(model, job.replica).observe(waited)
         self.state, self.since = job.state, at
         if job.finished:
             self.ended(job)

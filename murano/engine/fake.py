@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL.Image import Image
 
-from murano.catalog.check import GenerationParams
 from murano.engine.backend import StepControl
+from murano.engine.params import GenerationParams
 
 __all__ = ["FakeBackend"]
 

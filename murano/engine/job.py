@@ -25,13 +25,14 @@ from typing import Any
 
 from PIL.Image import Image
 
-from murano.catalog.check import GenerationParams
+from murano.engine.params import GenerationParams
 from murano.errors import DeadlineExceeded, JobCancelled, ShuttingDown
 
 __all__ = [
     "TERMINAL",
     "Finisher",
     "GenerationJob",
+    "Inspector",
     "JobListener",
     "JobState",
     "JobTimings",
@@ -42,6 +43,8 @@ log = logging.getLogger("murano.engine")
 # Runs on the post-processing thread pool: the job's images and, per image, whether the
 # safety classifier flagged it (None when the job did not ask for the check).
 Finisher = Callable[[Sequence[Image], Sequence[bool] | None], Any]
+# A safe-mode classifier: per image, True when it is flagged (and is then blurred).
+Inspector = Callable[[Sequence[Image]], list[bool]]
 
 _ids = itertools.count(1)
 
@@ -93,7 +96,9 @@ class GenerationJob:
     params: GenerationParams
     finish: Finisher
     batch_key: tuple[Any, ...] = ()
-    safety_check: bool = False
+    # Runs on the job's images after the pipeline (the job's `SafetyDecision`, made by
+    # `murano.safety.SafetyPolicy`); None: they are not classified.
+    classifier: Inspector | None = None
     deadline: float | None = None
     # When the request arrived (monotonic); the start of Venice's `total`.
     received: float = field(default_factory=time.monotonic)
@@ -106,6 +111,8 @@ class GenerationJob:
     progress: tuple[int, int] | None = field(init=False, default=None)
     preview: Image | None = field(init=False, default=None)
     error: BaseException | None = field(init=False, default=None)
+    # The replica (its device worker's name) the job's batch was handed to; "" before.
+    replica: str = field(init=False, default="")
     future: asyncio.Future[Any] = field(init=False)
     _listeners: list[JobListener] = field(init=False, default_factory=list)
 

@@ -35,9 +35,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import ModelEntry
 from murano.catalog.optimize import CacheSettings, OptimizeSettings, QuantizeKind
+from murano.engine.params import GenerationParams
 
 __all__ = [
     "OptimizeError",

@@ -18,6 +18,13 @@ batch k runs on the CPU pool while batch k+1 is on the device, but the worker ta
 batch while more than `max_pending_batches` finished batches wait for post-processing, so a
 device faster than the CPUs fills the queue (and then refuses with 503) instead of memory.
 A failing batch fails each of its own jobs and the worker goes on.
+
+A model with several replicas (`murano.engine.replica`) hands each batch to a free one, so N
+replicas run N batches at once, each on its own device thread: a resident replica before one
+that must load, an idle device before a busy one. A replica whose load fails is in back-off
+and is passed over; the batch it had goes back to the head of the queue for the others (it
+fails only when no replica can load). A batch that fails on a replica fails its own jobs
+only. The back-pressure bound is `max_pending_batches` per replica.
 """
 
 from __future__ import annotations
@@ -35,22 +42,21 @@ from typing import Any
 from PIL.Image import Image
 
 from murano.engine.backend import Backend, Preview
-from murano.engine.job import GenerationJob, JobState
+from murano.engine.job import GenerationJob, Inspector, JobState
+from murano.engine.replica import LoadState, Replica
 from murano.errors import (
     DeadlineExceeded,
     InferenceFailed,
     JobCancelled,
     ModelAtCapacity,
+    ModelUnavailable,
     MuranoError,
 )
 from murano.metrics import Metrics
 
-__all__ = ["BatchControl", "Inspector", "ModelQueue", "SchedulerConfig"]
+__all__ = ["BatchControl", "ModelQueue", "SchedulerConfig"]
 
 log = logging.getLogger("murano.engine")
-
-# Classifies a batch's images for safe mode (True = flagged); runs on the CPU pool.
-Inspector = Callable[[Sequence[Image]], list[bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,38 +118,43 @@ def _run_on_device(backend: Backend, control: BatchControl) -> list[list[Image]]
 
 
 class ModelQueue:
-    """The queue and worker of one model."""
+    """The queue of one model, and the worker that hands its batches to the model's
+    replicas."""
 
     def __init__(
         self,
         model_id: str,
-        acquire: Callable[[], Awaitable[Backend]],
+        replicas: Sequence[Replica],
+        acquire: Callable[[Replica], Awaitable[Backend]],
         *,
         config: SchedulerConfig,
-        device_executor: Executor,
         cpu_executor: Executor,
         metrics: Metrics,
-        inspector: Inspector | None = None,
-        is_resident: Callable[[], bool] = lambda: True,
+        usable: Callable[[Replica], bool] = lambda _replica: True,
         on_idle: Callable[[], None] = lambda: None,
     ) -> None:
         self.model_id = model_id
+        self.replicas = list(replicas)
         self._acquire = acquire
         self._config = config
-        self._device = device_executor
         self._cpu = cpu_executor
         self._metrics = metrics
-        self._inspector = inspector
-        self._is_resident = is_resident
+        self._usable = usable
         self._on_idle = on_idle
         self._queue: deque[GenerationJob] = deque()
         self._wake = asyncio.Event()
+        self._freed = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._batches: set[asyncio.Task[None]] = set()
         self._post_tasks: set[asyncio.Task[None]] = set()
         self._post_done = asyncio.Event()
-        self.busy = False
         # Images in the batch taken last: the load the refill window waits for.
         self._last_images = 0
+
+    @property
+    def busy(self) -> bool:
+        """A batch of the model is loading or running on some replica."""
+        return any(replica.busy for replica in self.replicas)
 
     # -- submission ---------------------------------------------------------------------
 
@@ -200,6 +211,10 @@ class ModelQueue:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        for task in list(self._batches):
+            task.cancel()
+        if self._batches:
+            await asyncio.gather(*self._batches, return_exceptions=True)
         while self._queue:
             self._queue.popleft().fail(JobCancelled())
         if self._post_tasks:
@@ -210,6 +225,7 @@ class ModelQueue:
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
+            replica = await self._free_replica()
             await self._wait_for_postprocessing()
             if self._config.batch_wait_s > 0:
                 await self._wait_for_batch(self._config.max_batch_images, self._config.batch_wait_s)
@@ -218,11 +234,47 @@ class ModelQueue:
                 await self._wait_for_batch(refill, self._config.batch_refill_s)
             batch = self._take_batch()
             if batch:
-                await self._process(batch)
+                self._dispatch(replica, batch)
+
+    async def _free_replica(self) -> Replica:
+        """The replica the next batch goes to, waiting for one to be free."""
+        while True:
+            replica = self._choose()
+            if replica is not None:
+                return replica
+            self._freed.clear()
+            await self._freed.wait()
+
+    def _choose(self) -> Replica | None:
+        free = [r for r in self.replicas if not r.busy]
+        usable = [r for r in free if self._usable(r)]
+        if not usable:
+            if any(self._usable(r) for r in self.replicas):
+                return None  # wait for a busy replica that can serve
+            # None can load now: the first free one fails the batch (ModelUnavailable).
+            return free[0] if free else None
+        return min(
+            usable,
+            key=lambda r: (
+                not r.resident,
+                r.status.state is LoadState.FAILED,
+                r.worker.running,
+                r.index,
+            ),
+        )
+
+    def _dispatch(self, replica: Replica, batch: list[GenerationJob]) -> None:
+        replica.busy = True
+        task = asyncio.get_running_loop().create_task(
+            self._process(replica, batch), name=f"murano-batch-{self.model_id}-{replica.name}"
+        )
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
 
     async def _wait_for_postprocessing(self) -> None:
         """Back-pressure: the device waits for the CPUs instead of piling up images."""
-        while len(self._post_tasks) > self._config.max_pending_batches:
+        limit = self._config.max_pending_batches * len(self.replicas)
+        while len(self._post_tasks) > limit:
             self._post_done.clear()
             await self._post_done.wait()
 
@@ -266,45 +318,81 @@ class ModelQueue:
                 self._queue.remove(job)
                 job.fail(DeadlineExceeded((now - job.stamps[JobState.QUEUED]) * 1000))
 
-    async def _process(self, batch: list[GenerationJob]) -> None:
+    async def _process(self, replica: Replica, batch: list[GenerationJob]) -> None:
         loop = asyncio.get_running_loop()
-        self.busy = True
+        images: list[list[Image]] | None = None
         try:
-            if not self._is_resident():
-                for job in batch:
+            for job in batch:
+                job.replica = replica.name
+                if not replica.resident:
                     job.move(JobState.LOADING)
-            backend = await self._acquire()
+            backend = await self._acquire(replica)
             batch = [job for job in batch if not job.finished]
             if not batch:
                 return
             control = BatchControl(batch, loop)
-            images = await loop.run_in_executor(self._device, _run_on_device, backend, control)
+            replica.worker.running += 1
+            try:
+                images = await loop.run_in_executor(
+                    replica.worker.executor, _run_on_device, backend, control
+                )
+            finally:
+                replica.worker.running -= 1
             if images is not None and len(images) != len(batch):
                 raise RuntimeError(f"backend returned {len(images)} results for {len(batch)}")
         except asyncio.CancelledError:
             # The server is shutting down: these jobs will not be delivered.
             self._fail(batch, JobCancelled())
             raise
+        except ModelUnavailable as exc:
+            if not self._requeue(replica, batch):
+                self._fail(batch, exc)
+            return
         except MuranoError as exc:
             self._fail(batch, exc)
             return
         except Exception as exc:
-            log.exception("batch of %d jobs failed on model %s", len(batch), self.model_id)
+            log.exception(
+                "batch of %d jobs failed on model %s (replica %s)",
+                len(batch),
+                self.model_id,
+                replica.name,
+            )
             self._fail(batch, InferenceFailed(repr(exc)))
             return
         finally:
-            self.busy = False
-            self._on_idle()
-        if images is None:
-            return  # every job was cancelled before the device started it
-        self._finished_batch(batch, images)
+            self._release(replica)
+        if images is not None:  # None: every job was cancelled before the device started it
+            self._finished_batch(replica, batch, images)
 
-    def _finished_batch(self, batch: list[GenerationJob], images: list[list[Image]]) -> None:
+    def _release(self, replica: Replica) -> None:
+        replica.busy = False
+        self._freed.set()
+        self._on_idle()
+
+    def _requeue(self, failed: Replica, batch: Sequence[GenerationJob]) -> bool:
+        """A replica could not load: its batch goes back to the head of the queue when
+        another replica may serve it (one resident, or one that has not failed too).
+        False when none can."""
+        others = [r for r in self.replicas if r is not failed and self._usable(r)]
+        if not any(r.resident or r.status.state is not LoadState.FAILED for r in others):
+            return False
+        for job in reversed(batch):
+            if not job.finished:
+                self._queue.appendleft(job)
+        self._gauge()
+        self._wake.set()
+        return True
+
+    def _finished_batch(
+        self, replica: Replica, batch: list[GenerationJob], images: list[list[Image]]
+    ) -> None:
         generated = time.monotonic()
         count = sum(len(imgs) for imgs in images)
         started = batch[0].stamps.get(JobState.RUNNING, generated)
-        self._metrics.inference_seconds.labels(self.model_id).observe(generated - started)
-        self._metrics.batch_images.labels(self.model_id).observe(count)
+        labels = (self.model_id, replica.name)
+        self._metrics.inference_seconds.labels(*labels).observe(generated - started)
+        self._metrics.batch_images.labels(*labels).observe(count)
         self._metrics.images.labels(self.model_id).inc(count)
         # Jobs cancelled while the batch ran: their images are discarded here.
         kept = [(job, imgs) for job, imgs in zip(batch, images, strict=True) if not job.finished]
@@ -350,24 +438,27 @@ class ModelQueue:
     async def _inspect(
         self, kept: Sequence[tuple[GenerationJob, list[Image]]]
     ) -> list[list[bool] | None]:
-        """One classifier call for every image of the jobs that asked for safe mode."""
-        wanted = [i for i, (job, _) in enumerate(kept) if job.safety_check and not job.finished]
+        """One call per classifier (normally the server's one) over every image of the jobs
+        whose safety decision runs it."""
+        groups: dict[Inspector, list[int]] = {}
+        for i, (job, _) in enumerate(kept):
+            if job.classifier is not None and not job.finished:
+                groups.setdefault(job.classifier, []).append(i)
         flags: list[list[bool] | None] = [None] * len(kept)
-        if not wanted or self._inspector is None:
-            return flags
-        flat = [img for i in wanted for img in kept[i][1]]
-        try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                self._cpu, self._inspector, flat
-            )
-        except Exception:
-            log.exception("safety classifier failed; flagging the batch's images")
-            result = [True] * len(flat)
-        offset = 0
-        for i in wanted:
-            n = len(kept[i][1])
-            flags[i] = result[offset : offset + n]
-            offset += n
+        for classifier, wanted in groups.items():
+            flat = [img for i in wanted for img in kept[i][1]]
+            try:
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._cpu, classifier, flat
+                )
+            except Exception:
+                log.exception("safety classifier failed; flagging the batch's images")
+                result = [True] * len(flat)
+            offset = 0
+            for i in wanted:
+                n = len(kept[i][1])
+                flags[i] = result[offset : offset + n]
+                offset += n
         return flags
 
     def _gauge(self) -> None:

@@ -26,10 +26,10 @@ from typing import Any
 from PIL import Image as PILImage
 from PIL.Image import Image
 
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import ModelEntry
 from murano.catalog.postops import SegmentOptions, segment_options
 from murano.engine._weights import weights_file
+from murano.engine.params import GenerationParams
 
 __all__ = ["Matting", "SegmentBackend", "cut_out", "load_matting", "load_segment_backend"]
 

@@ -30,10 +30,10 @@ from typing import Any, Protocol
 from PIL import Image as PILImage
 from PIL.Image import Image
 
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import ModelEntry
 from murano.catalog.postops import upscale_options
 from murano.engine._weights import weights_file
+from murano.engine.params import GenerationParams
 
 __all__ = [
     "CREATIVITY_TO_STRENGTH",

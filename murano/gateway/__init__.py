@@ -3,13 +3,12 @@ them (Venice, another murano, or any OpenAI Images API) with the operator's key,
 murano's own keys, limits and billing. Knows nothing of FastAPI."""
 
 from murano.gateway.clients import UpstreamImages
-from murano.gateway.gateway import Delivery, Gateway, Inspector
+from murano.gateway.gateway import Delivery, Gateway
 from murano.gateway.translate import UpstreamRequest, ratio_for_size
 
 __all__ = [
     "Delivery",
     "Gateway",
-    "Inspector",
     "UpstreamImages",
     "UpstreamRequest",
     "ratio_for_size",

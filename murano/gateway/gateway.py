@@ -25,7 +25,7 @@ import io
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,19 +34,18 @@ from PIL import Image as PILImage
 from PIL.Image import Image
 
 from murano.catalog.entries import ModelEntry, UpstreamEntry
+from murano.engine.job import Inspector
 from murano.errors import UpstreamRejected, UpstreamUnavailable
 from murano.gateway.clients import UpstreamClient, UpstreamImages, client_for
 from murano.gateway.translate import UpstreamRequest
 from murano.imaging.encode import ImageFormat, sniff_format
 from murano.metrics import Metrics
 from murano.postprocess import OutputOptions, Rendered, render
+from murano.safety.policy import NOT_ASKED, SafetyDecision
 
-__all__ = ["Delivery", "Gateway", "Inspector"]
+__all__ = ["Delivery", "Gateway"]
 
 log = logging.getLogger("murano.gateway")
-
-# The safe-mode classifier (True = flagged), as the engine's scheduler takes it.
-Inspector = Callable[[Sequence[Image]], list[bool]]
 
 _RETRY_AFTER_S = 5
 _OPERATOR_STATUSES = {401: "rejected the operator's key", 402: "wants payment", 403: "refused"}
@@ -68,36 +67,35 @@ class Gateway:
         self,
         *,
         metrics: Metrics,
-        inspector: Inspector | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.metrics = metrics
-        self.inspector = inspector
         self._transport = transport
         self._environ = os.environ if environ is None else environ
         self._pools: dict[str, httpx.AsyncClient] = {}
 
     async def generate(
-        self, entry: ModelEntry, request: UpstreamRequest, options: OutputOptions
+        self,
+        entry: ModelEntry,
+        request: UpstreamRequest,
+        options: OutputOptions,
+        safety: SafetyDecision = NOT_ASKED,
     ) -> Delivery:
+        """The upstream's images, with murano's post-processing where the entry turns it
+        on; `safety.classifier` (the job's safety decision) runs on them when given."""
         upstream = _upstream(entry)
         client = client_for(upstream, self._pool(upstream))
         got = await self._call(client, entry, request, self._key(upstream))
         generated_at = time.monotonic()
-        inspect = upstream.safety_check and request.safe_mode and self.inspector is not None
         local = _local_options(upstream, options)
         try:
-            rendered = await asyncio.to_thread(
-                _finish, got, request.fmt, local, self.inspector if inspect else None
-            )
+            rendered = await asyncio.to_thread(_finish, got, request.fmt, local, safety.classifier)
         except (OSError, ValueError) as exc:  # PIL cannot read what it sent
             self._count_error(upstream, "invalid")
             log.error("upstream %s sent an unreadable image: %s", upstream.base_url, exc)
             raise UpstreamUnavailable(upstream.base_url, "unreadable image") from exc
-        # Venice upstreams honour safe_mode themselves; OpenAI ones have no blur.
-        checked = inspect or not request.safe_mode or upstream.kind == "venice"
-        rendered = Rendered(rendered.images, rendered.blurred or got.blurred, checked)
+        rendered = Rendered(rendered.images, rendered.blurred or got.blurred)
         return Delivery(rendered, got.content_violation, generated_at)
 
     async def close(self) -> None:
@@ -281,7 +279,7 @@ def _finish(
     applies and the format is already right; else decoded, checked, marked and encoded."""
     untouched = options is None and inspector is None
     if untouched and all(sniff_format(image) == fmt for image in got.images):
-        return Rendered(list(got.images), blurred=False, checked=False)
+        return Rendered(list(got.images), blurred=False)
     pictures = [_open(image) for image in got.images]
     flags = inspector(pictures) if inspector is not None else None
     return render(pictures, flags, options or OutputOptions(fmt=fmt, watermark=False))

@@ -26,9 +26,10 @@ from typing import Any
 from PIL import Image as PILImage
 from PIL.Image import Image
 
-from murano.catalog.check import GenerationParams, size_for_aspect_ratio
+from murano.catalog.check import size_for_aspect_ratio
 from murano.catalog.editing import EDIT_ASPECT_RATIOS
 from murano.catalog.entries import ModelEntry, UpstreamEntry
+from murano.engine.params import GenerationParams
 from murano.imaging.encode import ImageFormat
 
 __all__ = [

@@ -1,8 +1,8 @@
 """x402 payments: pay per request in USDC (`exact` scheme), or draw on wallet credits
 bought with x402 top-ups and used with Sign-In-With-X, as Venice does.
 
-    X402Context (ASGI middleware) ── current_request() ──┐
-    ImageService ── payment_gate(principal, charge) ── X402Gate
+    the route's Credentials (principal + X402Request) ──┐
+    ImageService ── payment_gate(credentials, charge) ── X402Gate
                                                          ├── ExactPayments ── x402ResourceServer
                                                          │                    └── facilitator (HTTP)
                                                          ├── SignIn (x402 sign-in-with-x)
@@ -14,7 +14,7 @@ Build one with `build_payment_gate(settings, wallets=build_wallet_ledger(setting
 see each module for the semantics.
 """
 
-from murano.payments.context import X402Context, X402Request, bind_request, current_request
+from murano.accounts.credentials import X402Request
 from murano.payments.errors import PaymentRejected, PaymentServiceUnavailable
 from murano.payments.exact import ExactPayments, VerifiedPayment
 from murano.payments.factory import build_payment_gate
@@ -49,12 +49,9 @@ __all__ = [
     "VerifiedPayment",
     "WalletHold",
     "WalletLedger",
-    "X402Context",
     "X402Gate",
     "X402Request",
-    "bind_request",
     "build_payment_gate",
     "build_wallet_ledger",
-    "current_request",
     "wallet_ledger_for",
 ]

@@ -1,5 +1,6 @@
 """`X402Gate`: the `PaymentGate` that `ImageService` calls for a caller without an API key,
-once the request has been validated and priced.
+once the request has been validated and priced, with the request's `Credentials` (its x402
+headers and the URL being paid for, read by the route's dependency).
 
     request has PAYMENT-SIGNATURE / X-PAYMENT   → pay for this request (`exact`):
         checked and verified now, settled by the admission's `settle_hook` only when the
@@ -25,6 +26,7 @@ from x402.http.utils import encode_payment_response_header
 from x402.schemas import ResourceInfo
 
 from murano.accounts.base import Admission, Charge, Outcome, Principal
+from murano.accounts.credentials import Credentials, X402Request
 from murano.errors import PaymentRequired, RateLimited
 from murano.payments.bodies import (
     auth_options,
@@ -32,7 +34,6 @@ from murano.payments.bodies import (
     payment_required_headers,
     wallet_insufficient_body,
 )
-from murano.payments.context import X402Request, current_request
 from murano.payments.errors import PaymentRejected
 from murano.payments.exact import ExactPayments, VerifiedPayment, not_settled_header
 from murano.payments.siwx import SignIn
@@ -88,8 +89,11 @@ class X402Gate:
         if self.signin is not None and self.signin.nonces is not self.exact.nonces:
             await self.signin.nonces.close()
 
-    async def __call__(self, principal: Principal, charge: Charge) -> Admission:
-        request = current_request()
+    async def __call__(self, credentials: Credentials, charge: Charge) -> Admission:
+        request = credentials.x402
+        if request is None:
+            raise ValueError("the x402 gate admits only credentials that carry x402 headers")
+        principal = credentials.principal
         if request.payment is None and request.siwx is not None and self.signin is not None:
             return await self._admit_wallet(request, charge)
         if charge.total_usd <= 0:

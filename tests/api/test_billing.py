@@ -223,8 +223,9 @@ async def test_fifty_concurrent_requests_on_ten_images(billing: Billing) -> None
 async def test_disconnect_before_start_removes_the_job_and_charges_nothing(
     billing: Billing,
 ) -> None:
+    from murano.accounts.credentials import Credentials
     from murano.api.delivery import Delivery
-    from murano.api.serving import OutputRequest
+    from murano.api.job_spec import JobSpec, OutputRequest
     from murano.errors import JobCancelled
 
     key = await billing.key("1")
@@ -241,9 +242,13 @@ async def test_disconnect_before_start_removes_the_job_and_charges_nothing(
 
     with pytest.raises(JobCancelled):
         await app.state.service.generate(
-            principal,
-            params,
-            OutputRequest(fmt="png", safe_mode=False, hide_watermark=False, embed_metadata=False),
+            Credentials(principal),
+            JobSpec(
+                params,
+                OutputRequest(
+                    fmt="png", safe_mode=False, hide_watermark=False, embed_metadata=False
+                ),
+            ),
             received=0.0,
             delivery=Delivery(disconnected, guarded=False),
             endpoint="image/generate",

@@ -152,6 +152,24 @@ async def test_wrong_content_type_is_415(client: httpx.AsyncClient, content_type
     assert response.json() == {"error": "Invalid request content-type"}
 
 
+@pytest.mark.parametrize("path", ["/api/v1/image/styles", "/api/v1/models"])
+async def test_a_post_to_a_get_only_path_is_405_whatever_its_body(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.post(path, content=b"x", headers={**AUTH, "Content-Type": "text/plain"})
+    assert response.status_code == 405
+    assert response.json() == {"error": "Method Not Allowed"}
+    assert response.headers["allow"] == "GET"
+
+
+async def test_a_post_to_an_unknown_api_path_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/v1/nope", content=b"x", headers={"Content-Type": "text/plain"}
+    )
+    assert response.status_code == 404
+    assert response.json() == {"error": "Not Found"}
+
+
 async def test_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
     response = await client.post(URL, json={**BASE, "prompt": "x" * 2_000_000}, headers=AUTH)
     assert response.status_code == 413

@@ -136,7 +136,7 @@ async def billing(
     parts: FakeEngineParts,
 ) -> AsyncIterator[Billing]:
     gate = threading.Event()
-    engine = fake_engine(parts, inspector=gated_inspector(gate))
+    engine = fake_engine(parts)
     accounts = db.accounts(default_rpm=1000, failure_budget=1000)
     settings = make_settings(tmp_path)
     async with running(settings, engine, accounts, inspector=gated_inspector(gate)) as client:

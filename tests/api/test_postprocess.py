@@ -45,7 +45,7 @@ def image_of(response: httpx.Response, index: int = 0) -> bytes:
 
 @pytest.fixture
 async def flagging(tmp_path: Path, parts: FakeEngineParts) -> AsyncIterator[httpx.AsyncClient]:
-    engine = fake_engine(parts, inspector=flag_all)
+    engine = fake_engine(parts)
     async with running(make_settings(tmp_path), engine, inspector=flag_all) as client:
         yield client
 
@@ -84,10 +84,32 @@ async def test_real_classifier_code_path(
 ) -> None:
     model_dir = build_tiny_classifier(tmp_path / "classifier")
     classifier = TransformersClassifier(str(model_dir), threshold=threshold)
-    engine = fake_engine(parts, inspector=classifier.flag)
+    engine = fake_engine(parts)
     async with running(make_settings(tmp_path), engine, inspector=classifier.flag) as client:
         response = await client.post(URL, json=body(variants=2), headers=AUTH)
     assert response.headers["x-venice-is-blurred"] == blurred
+
+
+async def test_an_app_given_its_engine_still_classifies(
+    tmp_path: Path, parts: FakeEngineParts
+) -> None:
+    """`create_app(engine=..., inspector=...)`: the inspector is the one every job's
+    safety decision names, whoever built the engine; it sees each safe-mode image once."""
+    seen: list[int] = []
+
+    def flag_first(images: Sequence[Image.Image]) -> list[bool]:
+        seen.append(len(images))
+        return [i == 0 for i in range(len(images))]
+
+    async with running(make_settings(tmp_path), fake_engine(parts), inspector=flag_first) as c:
+        checked = await c.post(URL, json=body(variants=2), headers=AUTH)
+        assert seen == [2]
+        unchecked = await c.post(URL, json=body(variants=2, safe_mode=False), headers=AUTH)
+    assert seen == [2]
+    assert checked.headers["x-venice-is-blurred"] == "true"
+    assert "x-murano-safety-checked" not in checked.headers
+    assert unchecked.headers["x-venice-is-blurred"] == "false"
+    assert "x-murano-safety-checked" not in unchecked.headers
 
 
 async def test_unchecked_when_no_classifier(client: httpx.AsyncClient) -> None:

@@ -34,7 +34,18 @@ def first_cells(markdown: str, header: str) -> list[str]:
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--out", str(out)],
+        # The replicas benchmark has a smoke test of its own (below).
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--quick",
+            "--out",
+            str(out),
+            "--only",
+            "overhead",
+            "throughput",
+            "encode",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -104,3 +115,27 @@ def test_throughput_compares_murano_with_litserve(results: Path) -> None:
     else:
         assert cells[" LitServe "].strip() != "n/a"
         assert cells[" murano / LitServe "].strip().endswith("×")
+
+
+def test_replicas_smoke(tmp_path: Path) -> None:
+    """`benchmarks/replicas.py --smoke`: both servers, side by side, and a ratio."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "replicas.py"),
+            "--smoke",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    text = (tmp_path / "replicas.md").read_text()
+    assert first_cells(text, "setup") == ["2 replicas", "1 replica"]
+    assert first_cells(text, "replica") == ["cpu#0", "cpu#1"]
+    assert "**2 replicas / 1 replica: " in text
+    assert "every replica served batches" in text

@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 from PIL import Image
+
+from tests.live_server import live_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -99,52 +96,11 @@ SEED_004 = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data_dir = tmp_path_factory.mktemp("e2e")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "MURANO_API_KEYS": KEY,
-        "MURANO_ACCOUNTS_BACKEND": "static",
-        "HF_HUB_OFFLINE": "1",
-    }
-    log = (data_dir / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "murano", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, process, data_dir / "server.log")
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-
-
-def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"server not ready:\n{log.read_text()}")
+    env = {"MURANO_API_KEYS": KEY, "MURANO_ACCOUNTS_BACKEND": "static"}
+    with live_server(tmp_path_factory.mktemp("e2e"), env=env) as running:
+        yield running.url
 
 
 def _post(base: str, path: str, body: dict[str, Any]) -> httpx.Response:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from murano.accounts import SqlAccounts
-from murano.catalog.check import GenerationParams
+from murano.engine.params import GenerationParams
 from tests.accounts.conftest import make_database
 from tests.conftest import FakeEngineParts, fake_engine, make_settings, running
 
@@ -53,5 +53,7 @@ class Billing:
 async def billing(tmp_path: Path, parts: FakeEngineParts) -> AsyncIterator[Billing]:
     async with make_database("sqlite", tmp_path) as db:
         accounts = db.accounts(default_rpm=1000, failure_budget=1000)
-        async with running(make_settings(tmp_path), fake_engine(parts), accounts) as client:
+        # "forbidden" is a blocked term: the prompt-policy tests use it.
+        settings = make_settings(tmp_path, blocked_terms=["forbidden"])
+        async with running(settings, fake_engine(parts), accounts) as client:
             yield Billing(client, accounts, parts)

@@ -15,7 +15,6 @@ import pytest
 from PIL import Image
 
 from murano.imaging.inputs import MAX_INPUT_BYTES
-from murano.imaging.placeholder import violation_placeholder_png
 from tests.conftest import AUTH, FakeEngineParts, fake_engine, make_settings, running
 from tests.edit.conftest import Billing, last_job
 from tests.edit.images import Route, data_url, encoded, served
@@ -200,13 +199,27 @@ async def test_media_type_and_size_errors(client: httpx.AsyncClient) -> None:
     assert response.json() == {"error": "Invalid request content-type"}
 
 
-def _edit_request(path: str) -> dict[str, Any]:
+def _edit_request(path: str, prompt: str = "p") -> dict[str, Any]:
     """A valid request to each edit endpoint, as httpx keyword arguments."""
     if path == "/api/v1/images/edits":
-        return {"data": {"prompt": "p"}, "files": {"image": ("in.png", PNG, "image/png")}}
+        return {"data": {"prompt": prompt}, "files": {"image": ("in.png", PNG, "image/png")}}
     if path == "/api/v1/image/multi-edit":
-        return {"json": {"prompt": "p", "images": [data_url(PNG)]}}
-    return {"json": body()}
+        return {"json": {"prompt": prompt, "images": [data_url(PNG)]}}
+    return {"json": body(prompt=prompt)}
+
+
+@pytest.mark.parametrize("path", [URL, "/api/v1/image/multi-edit", "/api/v1/images/edits"])
+async def test_a_blocked_edit_prompt_is_a_422_and_costs_nothing(
+    billing: Billing, path: str
+) -> None:
+    key = await billing.key("1")
+    refused = await billing.client.post(path, headers=key, **_edit_request(path, "a forbidden cat"))
+    assert refused.status_code == 422
+    assert refused.json() == {
+        "error": "Your prompt violates the content policy of Venice.ai or the model provider"
+    }
+    assert await billing.balance(key) == Decimal("1")
+    assert billing.parts.backends["test-model"].batches == []
 
 
 @pytest.mark.parametrize("path", [URL, "/api/v1/image/multi-edit", "/api/v1/images/edits"])
@@ -250,10 +263,13 @@ async def test_nothing_charged_for_refusals_and_failures(billing: Billing) -> No
 async def test_a_blocked_prompt_is_venices_content_violation(
     tmp_path: Path, parts: FakeEngineParts
 ) -> None:
+    # Venice answers the edit endpoints with a 422 ContentViolationError (generation's 200
+    # with the violation header is for /image/generate only).
     settings = make_settings(tmp_path, blocked_terms=["forbidden"])
     async with running(settings, fake_engine(parts)) as client:
         response = await client.post(URL, json=body(prompt="a forbidden thing"), headers=AUTH)
-    assert response.status_code == 200
-    assert response.headers["x-venice-is-content-violation"] == "true"
-    assert response.content == violation_placeholder_png()
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": "Your prompt violates the content policy of Venice.ai or the model provider"
+    }
     assert parts.backends["test-model"].batches == []

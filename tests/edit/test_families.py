@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from murano.catalog.check import GenerationParams
 from murano.catalog.editing import attach_inputs, check_edit
 from murano.catalog.entries import ModelEntry
 from murano.engine.diffusers_backend import DiffusersBackend, load_backend
+from murano.engine.params import GenerationParams
 from tests.families.conftest import BATCH_TOLERANCE, TinyModels, max_diff, tiny_entry
 
 # (family, task) pairs; the task follows from the family and whether a mask is given.

@@ -50,7 +50,7 @@ async def test_two_first_use_loads_never_exceed_max_resident(parts: FakeEnginePa
     real_factory = parts.factory
 
     def counting_factory(entry: Any) -> Any:
-        resident.append(engine._occupied())
+        resident.append(engine._occupied(engine.workers[0]))
         return real_factory(entry)
 
     engine._factory = counting_factory

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from PIL.Image import Image
 
-from murano.catalog.check import GenerationParams
 from murano.engine.engine import Engine
 from murano.engine.job import GenerationJob, JobState
+from murano.engine.params import GenerationParams
 from murano.engine.scheduler import SchedulerConfig
 from murano.errors import DeadlineExceeded, InferenceFailed, JobCancelled, ModelAtCapacity
 from tests.conftest import FakeEngineParts, fake_engine, generation_params
@@ -205,7 +205,7 @@ async def test_safe_mode_flags_come_from_one_classifier_call(parts: FakeEnginePa
         calls.append(len(images))
         return [i % 2 == 0 for i in range(len(images))]
 
-    engine = fake_engine(parts, inspector=inspector)
+    engine = fake_engine(parts)
     backend = await engine.ensure_loaded("test-model")
     gate = threading.Event()
     backend.gate = gate  # type: ignore[attr-defined]
@@ -219,7 +219,7 @@ async def test_safe_mode_flags_come_from_one_classifier_call(parts: FakeEnginePa
             params=params(seed=i, images=2),
             finish=record,
             batch_key=engine.batch_key(BASE),
-            safety_check=i != 1,
+            classifier=inspector if i != 1 else None,
         )
         for i in range(3)
     ]

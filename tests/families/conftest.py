@@ -18,9 +18,10 @@ from PIL.Image import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from murano.catalog.check import GenerationParams, check
+from murano.catalog.check import check
 from murano.catalog.entries import ModelEntry, build_entry
 from murano.engine.diffusers_backend import DiffusersBackend, load_backend
+from murano.engine.params import GenerationParams
 from murano.engine.tiny import FAMILIES, build_tiny
 
 # Every family the tiny builder offers when the tests run: the suite grows with it.

@@ -16,13 +16,13 @@ import pytest
 from PIL.Image import Image
 
 from murano.app import create_app
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.diffusers_backend import DiffusersBackend, load_backend
 from murano.engine.engine import Engine, LoadState
 from murano.engine.fake import FakeBackend
 from murano.engine.families import batch_key
 from murano.engine.job import GenerationJob
+from murano.engine.params import GenerationParams
 from murano.errors import ModelUnavailable
 from tests.conftest import AUTH, make_settings, running
 from tests.families.conftest import TinyModels, params, tiny_entry

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 
 from PIL.Image import Image
 
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import ModelEntry
 from murano.cli.serve import run_server
 from murano.engine.backend import StepControl
 from murano.engine.engine import Engine
 from murano.engine.fake import FakeBackend
+from murano.engine.params import GenerationParams
 from murano.engine.scheduler import SchedulerConfig
 from murano.settings import Settings
 from tests.conftest import test_catalog

@@ -24,7 +24,8 @@ from PIL import Image
 from murano.accounts import MemoryAccounts
 from murano.api.serving import PaymentGate
 from murano.catalog.entries import Catalog, ModelEntry
-from murano.gateway import Gateway, Inspector
+from murano.engine.job import Inspector
+from murano.gateway import Gateway
 from murano.metrics import Metrics
 from tests.conftest import (
     FakeEngineParts,
@@ -258,12 +259,11 @@ async def make_pair(
         env = {"UPSTREAM_KEY": operator.secret, "OPENAI_KEY": OPENAI_KEY}
         gateway_obj = Gateway(
             metrics=metrics,
-            inspector=inspector,
             transport=transport,
             environ=env if environ is None else environ,
         )
         gateway_accounts = MemoryAccounts(default_rpm=100_000, failure_budget=100_000)
-        engine = fake_engine(FakeEngineParts(), catalog=gateway_catalog(), inspector=inspector)
+        engine = fake_engine(FakeEngineParts(), catalog=gateway_catalog())
         client = await stack.enter_async_context(
             running(
                 make_settings(tmp_path / "gateway", api_keys=[]),

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from murano.catalog.check import GenerationParams, check
+from murano.catalog.check import check
 from murano.catalog.entries import ModelEntry
 from murano.engine.diffusers_backend import DiffusersBackend
 from murano.engine.optimize import denoiser
+from murano.engine.params import GenerationParams
 from tests.families.conftest import Request, TinyModels, tiny_entry, tiny_models
 
 __all__ = ["ComputeCounter", "SpeedRequest", "loaded", "optimized", "params", "tiny_models"]

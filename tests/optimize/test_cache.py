@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from murano.catalog.check import GenerationParams
 from murano.engine.diffusers_backend import DiffusersBackend, load_backend
 from murano.engine.optimize import OptimizeError
+from murano.engine.params import GenerationParams
 from murano.errors import UnsupportedFeature
 from tests.families.conftest import TinyModels, pixels
 from tests.optimize.conftest import ComputeCounter, optimized, params

@@ -54,3 +54,14 @@ def test_smoke_run_writes_the_report(tmp_path: Path) -> None:
     # The cache runs on flux and is refused, as such, on the families without cache hooks.
     assert "not supported: diffusers' sdxl pipeline has no cache hooks" in text
     assert "| 4 |" in text  # the 4-client serving row
+
+
+@pytest.mark.slow
+def test_only_runs_the_named_stage_and_says_the_others_were_not_run(tmp_path: Path) -> None:
+    path = gpu.run(gpu.SMOKE, tmp_path, log=lambda _: None, only=frozenset({"SDXL"}))
+    text = path.read_text()
+    sdxl = text[text.index("## SDXL") :]
+    flux = text[text.index("## FLUX.1-dev") : text.index("## Z-Image-Turbo")]
+    assert "not run: another stage was asked for" in flux
+    assert "| baseline (bf16, SDPA) | n/a" not in sdxl  # measured
+    assert "| 1 |" not in text  # no serving rows

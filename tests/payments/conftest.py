@@ -38,6 +38,7 @@ from x402.schemas import (
 )
 
 from murano.accounts.base import Admission, Charge, Principal
+from murano.accounts.credentials import Credentials
 from murano.errors import PaymentRequired as PaymentRequiredError
 from murano.payments import (
     AccountsWalletLedger,
@@ -45,7 +46,6 @@ from murano.payments import (
     WalletLedger,
     X402Gate,
     X402Request,
-    bind_request,
     build_payment_gate,
 )
 from murano.payments.assets import legacy_network
@@ -219,8 +219,7 @@ def request(
 
 
 async def admit(gate: X402Gate, req: X402Request, what: Charge | None = None) -> Admission:
-    with bind_request(req):
-        return await gate(ANONYMOUS, what or charge())
+    return await gate(Credentials(ANONYMOUS, req), what or charge())
 
 
 async def challenge(

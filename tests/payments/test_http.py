@@ -22,13 +22,13 @@ from x402.http.clients.httpx import x402AsyncTransport
 from x402.http.utils import decode_payment_response_header
 from x402.schemas import PaymentRequired
 
+from murano.api import image as image_routes
 from murano.api import x402 as x402_routes
-from murano.api.errors import status_for
+from murano.api.errors import install_error_handlers, status_for
 from murano.app import create_app
 from murano.payments import (
     MemoryWalletLedger,
     PaymentServiceUnavailable,
-    X402Context,
     X402Gate,
     build_payment_gate,
 )
@@ -67,7 +67,7 @@ async def paid_app(
     tmp_path: Path, facilitator: LocalFacilitator, *, wallets: MemoryWalletLedger | None = None
 ) -> AsyncIterator[Paid]:
     """What `create_app` will do once x402 is wired in: the gate to the image service, the
-    context middleware, the top-up router, 503 for PaymentServiceUnavailable."""
+    top-up router, 503 for PaymentServiceUnavailable."""
     settings = gate_settings(tmp_path, facilitator.url)
     gate = build_payment_gate(settings, wallets=wallets, public_url=ORIGIN)
     assert gate is not None
@@ -75,8 +75,6 @@ async def paid_app(
     engine = fake_engine(parts)
     app = create_app(settings, engine=engine, payment_gate=gate)
     # Until create_app wires x402 itself (each step is skipped once it does):
-    if not any(getattr(m, "cls", None) is X402Context for m in app.user_middleware):
-        app.add_middleware(X402Context)
     if not any(getattr(r, "path", "") == TOP_UP for r in app.routes):
         app.include_router(x402_routes.router)
     if status_for(PaymentServiceUnavailable()) != 503:
@@ -118,6 +116,33 @@ async def test_an_unpaid_request_gets_venices_402_with_x402s_header(paid: Paid) 
     assert body["accepts"][0]["payTo"] == SELLER.address
     assert set(body) == {"x402Version", "error", "resource", "accepts", "authOptions"}
     assert decode_header(response.headers["payment-required"])["accepts"] == body["accepts"]
+
+
+def bare(app: FastAPI) -> FastAPI:
+    """The generation routes over `app`'s state, with no middleware at all in front."""
+    routes = FastAPI()
+    routes.state = app.state
+    install_error_handlers(routes)
+    routes.include_router(image_routes.router)
+    return routes
+
+
+async def test_payments_need_no_middleware(paid: Paid, token: FakeUsdc, buyer: Buyer) -> None:
+    """Credentials are read from the request by the route's dependency: the routes alone
+    ask for a payment, and take it, without any of the app's middleware."""
+    transport = httpx.ASGITransport(app=bare(paid.app))
+    async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as http:
+        challenge = await http.post(GENERATE, json=BODY)
+    assert challenge.status_code == 402
+    assert challenge.json()["resource"]["url"] == ORIGIN + GENERATE
+
+    paying = x402AsyncTransport(buyer.client, transport=transport)
+    async with httpx.AsyncClient(transport=paying, base_url=ORIGIN) as http:
+        response = await http.post(OPENAI, json=SEED_BODY)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"][0]["b64_json"]
+    assert decode_payment_response_header(response.headers["payment-response"]).success
+    assert len(token.transfers) == 1
 
 
 async def test_an_invalid_request_is_refused_before_anyone_is_asked_to_pay(

@@ -18,12 +18,12 @@ from PIL.Image import Image
 
 from murano.accounts.base import Accounts
 from murano.catalog.build import build_entry
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.catalog.postops import build_postop_entry
 from murano.engine.backend import Backend
 from murano.engine.engine import Engine
 from murano.engine.fake import FakeBackend
+from murano.engine.params import GenerationParams
 from murano.engine.scheduler import SchedulerConfig
 from tests.conftest import make_settings, running
 from tests.payments.conftest import buyer, facilitator, token  # noqa: F401 (x402 fixtures)

@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-from murano.catalog.check import GenerationParams
 from murano.catalog.postops import (
     MAX_UPSCALE_PIXELS,
     build_postop_entry,
@@ -21,6 +20,7 @@ from murano.catalog.postops import (
     upscale_size,
     upscale_tier,
 )
+from murano.engine.params import GenerationParams
 from murano.engine.segment import load_matting, load_segment_backend
 from murano.engine.tiny.segmenter import build_segmenter, save_segmenter
 from murano.engine.upscale import load_upscale_backend, run_tiled, upscale_image

@@ -141,7 +141,7 @@ async def open_env(db: Database, tmp_path: Path, **settings: Any) -> AsyncIterat
         gate.wait(timeout=30)
         return [False] * len(images)
 
-    engine = fake_engine(parts, inspector=inspector)
+    engine = fake_engine(parts)
     store = HeldStore(SqlJobStore(accounts.store.engine))
     settings.setdefault("webhook_secret", "whsec_" + "A" * 43 + "=")
     async with running(

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import secrets
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +24,7 @@ from openai.types import (
 from PIL import Image
 
 from tests.accounts.conftest import POSTGRES_URL
+from tests.live_server import live_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -35,55 +32,15 @@ KEY = "e2e-progress-key-0123"
 MODEL = "murano-tiny"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = data_dir / "server.log"
-        self._log = self.log_path.open("w")
-        argv = [sys.executable, "-m", "murano", "serve", "--port", str(self.port)]
-        self.process = subprocess.Popen(
-            [*argv, "--data-dir", str(data_dir)],
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "MURANO_API_KEYS": KEY, **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(f"server not ready:\n{self.log_path.read_text()}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self._log.close()
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    return {"MURANO_API_KEYS": KEY, **extra}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    one = Server(tmp_path_factory.mktemp("stream"), {"MURANO_ACCOUNTS_BACKEND": "static"})
-    try:
-        one.wait_ready()
-        yield one.base
-    finally:
-        one.stop()
+    env = _env({"MURANO_ACCOUNTS_BACKEND": "static"})
+    with live_server(tmp_path_factory.mktemp("stream"), env=env) as running:
+        yield running.url
 
 
 def test_openai_sdk_streams_partial_images_then_the_image(server: str) -> None:
@@ -165,33 +122,30 @@ def shared_database() -> Iterator[str]:
 def test_a_job_id_works_on_a_second_server_sharing_the_database(
     tmp_path: Path, shared_database: str
 ) -> None:
-    env = {"MURANO_DATABASE_URL": shared_database}
-    first = Server(tmp_path / "a", env)
-    try:
-        first.wait_ready()  # migrates the database first
-        second = Server(tmp_path / "b", env)
-        try:
-            second.wait_ready()
-            headers = {"Authorization": f"Bearer {KEY}", "Prefer": "respond-async"}
-            request = {"model": MODEL, "prompt": "a lighthouse", "width": 256, "height": 256}
-            accepted = httpx.post(
-                f"{first.base}/api/v1/image/generate", json=request, headers=headers, timeout=60
-            )
-            assert accepted.status_code == 202, accepted.text
-            url = f"/api/v1/image/jobs/{accepted.json()['id']}"
-            view = {}
-            for _ in range(600):
-                view = httpx.get(f"{second.base}{url}", headers=headers, timeout=10).json()
-                if view["status"] == "delivered":
-                    break
-                time.sleep(0.1)
-            assert view["status"] == "delivered", view
-            assert len(view["result"]["images"]) == 1
-            events = httpx.get(f"{second.base}{url}/events", headers=headers, timeout=10)
-            assert events.text.startswith("event: completed\n")
-            other = {"Authorization": "Bearer nobody"}
-            assert httpx.get(f"{second.base}{url}", headers=other).status_code == 401
-        finally:
-            second.stop()
-    finally:
-        first.stop()
+    env = _env({"MURANO_DATABASE_URL": shared_database})
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    # The first server migrates the database before the second starts.
+    with (
+        live_server(tmp_path / "a", env=env) as first,
+        live_server(tmp_path / "b", env=env) as second,
+    ):
+        headers = {"Authorization": f"Bearer {KEY}", "Prefer": "respond-async"}
+        request = {"model": MODEL, "prompt": "a lighthouse", "width": 256, "height": 256}
+        accepted = httpx.post(
+            f"{first.url}/api/v1/image/generate", json=request, headers=headers, timeout=60
+        )
+        assert accepted.status_code == 202, accepted.text
+        url = f"/api/v1/image/jobs/{accepted.json()['id']}"
+        view = {}
+        for _ in range(600):
+            view = httpx.get(f"{second.url}{url}", headers=headers, timeout=10).json()
+            if view["status"] == "delivered":
+                break
+            time.sleep(0.1)
+        assert view["status"] == "delivered", view
+        assert len(view["result"]["images"]) == 1
+        events = httpx.get(f"{second.url}{url}/events", headers=headers, timeout=10)
+        assert events.text.startswith("event: completed\n")
+        other = {"Authorization": "Bearer nobody"}
+        assert httpx.get(f"{second.url}{url}", headers=other).status_code == 401

@@ -161,9 +161,9 @@ def test_a_tiny_vae_named_in_the_entry_decodes_previews(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_diffusers_backend_hands_previews_to_the_step_control(tmp_path: Path) -> None:
-    from murano.catalog.check import GenerationParams
     from murano.catalog.entries import build_entry
     from murano.engine.diffusers_backend import load_backend
+    from murano.engine.params import GenerationParams
 
     model_dir = build_tiny("flux", tmp_path / "flux")
     entry = build_entry({"id": "t", "source": str(model_dir), "device": "cpu"}, family="flux")

@@ -24,13 +24,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Hashable
 
-from murano.catalog.check import GenerationParams
 from murano.catalog.entries import ModelEntry
 from murano.engine.families.base import Adapter, ClassicCfgAdapter
 from murano.engine.families.flux import Flux2Adapter, FluxAdapter, FluxKontextAdapter
 from murano.engine.families.hidream import HiDreamAdapter
 from murano.engine.families.qwen_image import QwenImageAdapter
 from murano.engine.lora import effective_strength
+from murano.engine.params import GenerationParams
 
 __all__ = ["ADAPTERS", "Adapter", "adapter_for", "batch_key"]
 

@@ -8,8 +8,8 @@ import math
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from murano.catalog.check import GenerationParams
 from murano.catalog.families import Family, get_family
+from murano.engine.params import GenerationParams
 
 __all__ = ["Adapter", "ClassicCfgAdapter", "expand"]
 

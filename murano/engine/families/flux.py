@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from murano.catalog.check import GenerationParams
 from murano.engine.families.base import Adapter
+from murano.engine.params import GenerationParams
 
 __all__ = ["Flux2Adapter", "FluxAdapter", "FluxKontextAdapter"]
 

@@ -14,8 +14,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from murano.catalog.check import GenerationParams
 from murano.engine.families.base import ClassicCfgAdapter
+from murano.engine.params import GenerationParams
 
 __all__ = ["HiDreamAdapter", "sample_size_for"]
 
