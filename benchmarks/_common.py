@@ -48,10 +48,6 @@ PYTHON = sys.executable
 # Never reach the hub: every model is built locally.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 os.environ.update(OFFLINE_ENV)
-# Every process a benchmark runs (its own pipeline calls, murano, the peers) has torch's
-# OpenMP workers wait as `murano serve` has them wait (`murano.cli.serve.passive_openmp`),
-# so that the ratios compare servers, not this variable; set before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Benchmark the checkout's murano, installed or not.
 if str(REPO) not in sys.path:
     sys.path.insert(1, str(REPO))

@@ -22,9 +22,7 @@ over its rounds:
   could at best form (the client count, capped at its batch limit), no encode, no HTTP.
 
 While one way is measured the servers not being measured are stopped (SIGSTOP), so that
-none takes CPU from it while idle. Every process runs torch's OpenMP with murano's
-`OMP_WAIT_POLICY` (see `_common.py`); "LitServe, spinning OpenMP" (information only) is
-LitServe with OpenMP's own default.
+none takes CPU from it while idle (LitServe's inference worker polls its queue).
 
 images/s = images answered / (last answer − start). Latency percentiles pool the rounds
 and leave out each client's first request of a round (they all start at once, a transient)
@@ -81,9 +79,9 @@ LITSERVE_BATCH_TIMEOUT_MS = 10.0
 
 
 # The servers measured at each load, in the order they take turns within a round.
-SERVERS = ("murano", "litserve", "litserve-spin", "naive", "naive-pool")
+SERVERS = ("murano", "litserve", "naive", "naive-pool")
 # Measured for information only, and not in quick mode.
-INFORMATIONAL = ("litserve-spin", "naive-pool")
+INFORMATIONAL = ("naive-pool",)
 # murano's job states whose time the results break down (murano_job_seconds).
 JOB_STATES = ("queued", "running", "postprocessing", "sending")
 
@@ -112,7 +110,7 @@ class Config:
     def servers(self) -> tuple[str, ...]:
         skip = set() if self.informational else set(INFORMATIONAL)
         if not litserve_available():
-            skip |= {"litserve", "litserve-spin"}
+            skip.add("litserve")
         return tuple(way for way in SERVERS if way not in skip)
 
 
@@ -296,15 +294,12 @@ def _servers(work: Path, config: Config) -> tuple[list[ServerSpec], Path]:
     }
     specs = [murano_spec(data_dir, env=env)]
     model = ["--model-dir", str(model_dir)]
-    # "litserve-spin": OpenMP's own default wait policy (spinning), not murano's.
-    peer_env: dict[str, dict[str, str | None]] = {"litserve": {}, "litserve-spin": {}}
-    peer_env["litserve-spin"]["OMP_WAIT_POLICY"] = None
-    for way in (w for w in config.servers if w in peer_env):
+    if "litserve" in config.servers:
         port = free_port()
         argv = [PYTHON, str(Path(__file__).with_name("litserve_server.py")), *model]
         argv += ["--port", str(port), "--max-batch", str(config.max_batch)]
         argv += ["--batch-timeout-ms", f"{LITSERVE_BATCH_TIMEOUT_MS:g}"]
-        specs.append(ServerSpec(argv, port, work / f"{way}.log", peer_env[way]))
+        specs.append(ServerSpec(argv, port, work / "litserve.log"))
     handlers = {"naive": "device-thread", "naive-pool": "thread-pool"}
     for way in (w for w in config.servers if w in handlers):
         port = free_port()
@@ -451,7 +446,6 @@ def _times(ratio: float) -> str:
 NAMES = {
     "murano": "murano",
     "litserve": "LitServe",
-    "litserve-spin": "LitServe, spinning OpenMP",
     "naive": "naive",
     "naive-pool": "naive thread-pool",
 }
@@ -526,7 +520,8 @@ def _setup(config: Config) -> str:
         else "LitServe was not measured: `litserve` is not installed here (`pip install "
         "'murano-server[bench]'`)"
     )
-    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    policy = f"= {policy}" if policy else "unset (OpenMP's default)"
     return (
         f"Model: murano-tiny (the embedded default model) at {config.size}×{config.size}, "
         f"{DEFAULT_MODEL_STEPS} steps, cfg {DEFAULT_MODEL_CFG:g} (its defaults). At each load "
@@ -541,12 +536,8 @@ def _setup(config: Config) -> str:
         "is the same server with a plain `def` handler, so torch is called from FastAPI's "
         "many pool threads (see `naive_server.py`). The ceiling is this process calling the "
         f"pipeline back to back with batch = clients (at most {config.max_batch}), no "
-        "encode, no HTTP. The load generator runs on the same CPU as the servers.\n\n"
-        f"Every process, the ceiling's included, ran with `OMP_WAIT_POLICY={policy}` "
-        "(`murano serve` sets PASSIVE unless the environment says otherwise: torch's OpenMP "
-        "workers then sleep between parallel regions instead of spinning), so that the "
-        'ratios compare servers, not this variable; "LitServe, spinning OpenMP" is LitServe '
-        "with OpenMP's own default, for information."
+        "encode, no HTTP. The load generator runs on the same CPU as the servers. Every "
+        f"process ran with `OMP_WAIT_POLICY` {policy}."
     )
 
 
@@ -666,14 +657,6 @@ def _verdict(config: Config, levels: list[Level], scaling: Scaling, quick: bool)
             "pipeline murano does work the ceiling leaves out, on the same two cores: the "
             "watermark and JPEG encode, HTTP, JSON and base64 (and the load generator does "
             "its side of HTTP)."
-        )
-    spin = at.ratio("litserve-spin", "litserve")
-    if not math.isnan(spin):
-        lines.append(
-            f"- LitServe with OpenMP's own default (spinning workers) made {spin:.2f}× the "
-            f"images/s of LitServe with `OMP_WAIT_POLICY=PASSIVE` at {TARGET_CLIENTS} clients "
-            "(the load average column shows how busy the machine was): what `murano serve`'s "
-            "default is worth to a server whose cores are shared."
         )
     pool = at.ratio("naive", "naive-pool")
     if pool > 1.2:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["passive_openmp", "register", "run_server"]
+__all__ = ["register", "run_server"]
 
 
 def register(subparsers: Any) -> None:
@@ -99,17 +99,7 @@ def _show_load_progress() -> None:
     diffusers.utils.logging.enable_progress_bar()
 
 
-def passive_openmp() -> None:
-    """Have torch's OpenMP workers sleep, not spin, between parallel regions
-    (`OMP_WAIT_POLICY=PASSIVE`), unless the environment says otherwise. A server's event loop
-    and post-processing threads share the CPU with those workers, and so do other processes
-    on a shared host: a spinning worker takes a core from them, and a preempted one holds up
-    its siblings at every barrier. It has to be set before torch is imported."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def _serve(args: argparse.Namespace) -> int:
-    passive_openmp()
     from murano.app import create_app
 
     settings = _settings_from(args)
