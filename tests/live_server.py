@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["LiveServer", "live_server"]
+__all__ = ["LiveServer", "free_port", "live_server", "wait_ready"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class LiveServer:
     log: Path
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -38,7 +38,7 @@ def live_server(
 ) -> Iterator[LiveServer]:
     """Start the server on a free port, wait until /readyz says the default model is
     loaded, and stop it on exit. The log is `data_dir/server-<port>.log`."""
-    port = _free_port()
+    port = free_port()
     log_path = data_dir / f"server-{port}.log"
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     command = [sys.executable, "-m", "murano", "serve", "--port", str(port)]
@@ -47,22 +47,24 @@ def live_server(
         process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
         server = LiveServer(f"http://127.0.0.1:{port}", data_dir, log_path)
         try:
-            _wait_ready(server, process)
+            wait_ready(server.url, process, log_path)
             yield server
         finally:
             process.terminate()
             process.wait(timeout=30)
 
 
-def _wait_ready(server: LiveServer, process: subprocess.Popen[bytes]) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until the server at `url` answers /readyz with 200 (its default model loaded);
+    raise with its log when it exits or takes more than 180 s."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited:\n{server.log.read_text()}")
+            raise RuntimeError(f"server exited:\n{log.read_text()}")
         try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.25)
-    raise RuntimeError(f"server not ready:\n{server.log.read_text()}")
+    raise RuntimeError(f"server not ready:\n{log.read_text()}")

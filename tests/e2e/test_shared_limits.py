@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_server import _free_port, _wait_ready
+from tests.live_server import free_port, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
 
@@ -37,7 +37,7 @@ def two_servers(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     bases: list[str] = []
     try:
         for i in range(2):  # one after the other: the first builds the shared tiny model
-            port = _free_port()
+            port = free_port()
             log = tmp_path / f"server{i}.log"
             logs.append(log.open("w"))
             process = subprocess.Popen(
@@ -57,7 +57,7 @@ def two_servers(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
             )
             processes.append(process)
             bases.append(f"http://127.0.0.1:{port}")
-            _wait_ready(bases[-1], process, log)
+            wait_ready(bases[-1], process, log)
         yield key, bases
     finally:
         for process in processes:

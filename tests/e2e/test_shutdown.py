@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_server import MODEL, _free_port, _wait_ready
+from tests.e2e.test_server import MODEL
+from tests.live_server import free_port, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -51,7 +52,7 @@ def test_sigterm_finishes_what_is_in_flight_and_refuses_the_rest(tmp_path: Path)
         _murano("keys", "create", "--name", "drain", "--balance-usd", "1", "--json", env=env)
     )
     headers = {"Authorization": f"Bearer {created['key']}"}
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
@@ -62,7 +63,7 @@ def test_sigterm_finishes_what_is_in_flight_and_refuses_the_rest(tmp_path: Path)
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_ready(base, process, log_path)
+        wait_ready(base, process, log_path)
         body = {
             "model": MODEL,
             "prompt": "a lighthouse",
