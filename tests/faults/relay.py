@@ -43,8 +43,12 @@ class Relay:
 
     async def close(self) -> None:
         await self.cut()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        # Let each one abort its sockets before the loop goes away (an unclosed transport
+        # left to the garbage collector is a ResourceWarning, an error in the tests).
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _listen(self) -> None:
         if self._server is not None:
@@ -56,9 +60,16 @@ class Relay:
         self._server = await asyncio.start_server(self._serve, sock=sock)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Tracked from the start, so that a cut or a close while it connects upstream
+        # aborts the accepted socket too.
+        self._writers.add(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
+        except (OSError, asyncio.CancelledError):
             writer.transport.abort()
             return
         if self._server is None:  # cut while connecting
