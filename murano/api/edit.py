@@ -42,7 +42,7 @@ from murano.imaging.inputs import (
 )
 from murano.settings import Settings
 
-__all__ = ["default_edit_model", "router"]
+__all__ = ["default_edit_model", "router", "run_logged"]
 
 router = APIRouter(prefix="/api/v1")
 
@@ -83,7 +83,7 @@ async def _read_all(
     )
 
 
-async def _run(
+async def run_logged(
     request: Request,
     credentials: Credentials,
     service: ImageService,
@@ -125,7 +125,9 @@ async def _venice_edit(
     entry = _edit_model(service.catalog, model_id)
     images = await _read_all(values, names, _policy(request))
     job = await asyncio.to_thread(body.to_job, entry, images)
-    generated = await _run(request, credentials, service, job, received=received, endpoint=endpoint)
+    generated = await run_logged(
+        request, credentials, service, job, received=received, endpoint=endpoint
+    )
     return _binary(generated, job.output.fmt)
 
 
@@ -201,7 +203,7 @@ async def openai_edits(
             endpoint="images/edits",
             prefix="image_edit",
         )
-    generated = await _run(
+    generated = await run_logged(
         request, credentials, service, job, received=received, endpoint="images/edits"
     )
     image = generated.rendered.images[0]

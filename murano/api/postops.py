@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from murano.accounts.credentials import Credentials
 from murano.api.deps import CurrentCredentials, Service
+from murano.api.edit import run_logged
 from murano.api.job_spec import JobSpec
 from murano.api.postops_protocol import (
     BackgroundRemoveImageRequest,
@@ -63,15 +64,9 @@ async def _deliver(
     received: float,
     endpoint: str,
 ) -> Response:
-    request.state.log_fields = {"model": job.params.model_id, "images": 1}
-    generated = await service.generate(
-        credentials,
-        job,
-        received=received,
-        is_disconnected=request.is_disconnected,
-        endpoint=endpoint,
+    generated = await run_logged(
+        request, credentials, service, job, received=received, endpoint=endpoint
     )
-    request.state.log_fields["timing"] = generated.timings.as_venice()
     return Response(generated.rendered.images[0], media_type="image/png", headers=generated.headers)
 
 
