@@ -69,7 +69,7 @@ _U_FROM_B: Final = 0.492111
 _U_TO_B: Final = 2.032
 _U_TO_G: Final = -0.395
 _U_OFFSET: Final = 128.0
-_POWER_STEPS: Final = 6
+_SQUARINGS: Final = 3  # power iteration with (BᵀB)^(2^3)
 
 Float = NDArray[np.float64]
 
@@ -80,11 +80,18 @@ def apply_watermark(image: Image.Image) -> Image.Image:
     if min(image.size) < MIN_SIDE:
         return image.copy()
     alpha = image.getchannel("A") if image.mode in ("RGBA", "LA", "PA") else None
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
-    delta_u = _embedding(_u_plane(rgb))
-    rgb[..., 1] += _U_TO_G * delta_u
-    rgb[..., 2] += _U_TO_B * delta_u
-    marked = Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8))
+    pixels = np.asarray(image.convert("RGB"))
+    # Only whole blocks change; the pixels beyond them are copied as they are.
+    height, width = (side // _SPAN * _SPAN for side in pixels.shape[:2])
+    rgb = pixels[:height, :width].astype(np.float64)
+    low = _embedding(_u_plane(rgb))
+    out = pixels.copy()
+    for channel, weight in ((1, _U_TO_G), (2, _U_TO_B)):
+        # Each low-pass value covers 2×2 pixels (the inverse Haar of a low-pass change).
+        change = np.broadcast_to((weight * low)[:, None, :, None], (height // 2, 2, width // 2, 2))
+        moved = rgb[..., channel] + change.reshape(height, width)
+        out[:height, :width, channel] = np.clip(np.rint(moved), 0, 255)
+    marked = Image.fromarray(out)
     if alpha is not None:
         marked.putalpha(alpha)
     return marked
@@ -141,8 +148,9 @@ def apply_visible_mark(image: Image.Image, text: str, *, opacity: float = 0.55) 
 
 
 def _u_plane(rgb: Float) -> Float:
-    luma = rgb @ _Y_WEIGHTS
-    u: Float = _U_FROM_B * (rgb[..., 2] - luma) + _U_OFFSET
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    luma = _Y_WEIGHTS[0] * red + _Y_WEIGHTS[1] * green + _Y_WEIGHTS[2] * blue
+    u: Float = _U_FROM_B * (blue - luma) + _U_OFFSET
     return u
 
 
@@ -151,8 +159,8 @@ def _low_pass_blocks(plane: Float) -> Float:
     blocks, row-major, shape (blocks, 4, 4). Edge pixels beyond whole blocks are left out,
     as the package does."""
     rows, cols = plane.shape[0] // _SPAN, plane.shape[1] // _SPAN
-    cropped = plane[: rows * _SPAN, : cols * _SPAN]
-    low = cropped.reshape(rows * _BLOCK, 2, cols * _BLOCK, 2).sum(axis=(1, 3)) / 2.0
+    c = plane[: rows * _SPAN, : cols * _SPAN]
+    low = (c[0::2, 0::2] + c[1::2, 0::2] + c[0::2, 1::2] + c[1::2, 1::2]) * 0.5
     blocks: Float = low.reshape(rows, _BLOCK, cols, _BLOCK).swapaxes(1, 2)
     return blocks.reshape(-1, _BLOCK, _BLOCK)
 
@@ -162,14 +170,17 @@ def _top_singular(blocks: Float) -> tuple[Float, Float, Float]:
 
     The package takes the SVD of each block's DCT; the DCT is orthonormal, so the singular
     values are the block's own. U's +128 offset makes every block nearly rank one (second
-    singular value under ~0.2 of the first on photos and noise alike), so a few steps of
-    power iteration on BᵀB from the constant vector find the top pair about 3x faster than
-    LAPACK's batched SVD; the rare blocks that have not converged get the exact SVD."""
-    gram = np.einsum("nij,nik->njk", blocks, blocks)
-    v = np.full(blocks.shape[:2], 1.0 / math.sqrt(_BLOCK))
-    for _ in range(_POWER_STEPS):
-        v = np.einsum("njk,nk->nj", gram, v)
-        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-300)
+    singular value under ~0.2 of the first on photos and noise alike), so power iteration
+    on BᵀB from the constant vector finds the top pair faster than LAPACK's batched SVD:
+    (BᵀB)^8 by three squarings, applied to the constant vector (U lies in [16, 240], so
+    BᵀB's eigenvalues are under 16·480² and its 8th power stays far inside float64); the
+    rare blocks that have not converged get the exact SVD."""
+    gram = np.matmul(np.ascontiguousarray(blocks.transpose(0, 2, 1)), blocks)
+    power = gram
+    for _ in range(_SQUARINGS):
+        power = np.matmul(power, power)
+    v = power.sum(axis=2)
+    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-300)
     gv = np.einsum("njk,nk->nj", gram, v)
     eigenvalue = np.einsum("nj,nj->n", v, gv)
     residual = np.linalg.norm(gv - eigenvalue[:, None] * v, axis=1)
@@ -186,8 +197,9 @@ def _top_singular(blocks: Float) -> tuple[Float, Float, Float]:
 
 
 def _embedding(plane: Float) -> Float:
-    """The change to the U plane that writes the payload: each block's top singular value
-    moved to the nearest lattice point for its bit, spread back to pixels."""
+    """The change to the U plane that writes the payload, as the change of each 2×2
+    pixel square (`plane` covers whole blocks only): each block's top singular value moved
+    to the nearest lattice point for its bit."""
     blocks = _low_pass_blocks(plane)
     s, u, v = _top_singular(blocks)
     bits = np.resize(_BITS, s.shape[0]).astype(np.float64)
@@ -197,8 +209,5 @@ def _embedding(plane: Float) -> Float:
     # A rank-one change along the top singular pair moves the top singular value alone.
     change = (target - s)[:, None, None] * (u[:, :, None] * v[:, None, :])
     rows, cols = plane.shape[0] // _SPAN, plane.shape[1] // _SPAN
-    low = change.reshape(rows, cols, _BLOCK, _BLOCK).swapaxes(1, 2)
-    low = low.reshape(rows * _BLOCK, cols * _BLOCK) / 2.0  # inverse Haar of a low-pass change
-    delta = np.zeros_like(plane)
-    delta[: rows * _SPAN, : cols * _SPAN] = np.repeat(np.repeat(low, 2, axis=0), 2, axis=1)
-    return delta
+    low: Float = change.reshape(rows, cols, _BLOCK, _BLOCK).swapaxes(1, 2)
+    return low.reshape(rows * _BLOCK, cols * _BLOCK) / 2.0
