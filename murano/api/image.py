@@ -76,13 +76,15 @@ async def generate_image(
         data = generated.rendered.images[0]
         fmt = sniff_format(data) or body.format
         return Response(data, media_type=MIME_TYPES[fmt], headers=generated.headers)
+    images = generated.rendered.base64_images()
     content = {
         "id": f"generate-image-{request.state.request_id}",
-        "images": generated.rendered.base64_images(),
+        "images": images,
         "timing": generated.timings.as_venice(),
         "request": {"success": True, "data": echo},
     }
-    return await service.json_response(content, headers=generated.headers)
+    size = sum(map(len, images))
+    return await service.json_response(content, headers=generated.headers, size_hint=size)
 
 
 def native_job(body: GenerateImageRequest, service: ImageService) -> tuple[JobSpec, dict[str, Any]]:
@@ -130,7 +132,7 @@ async def openai_generations(
     else:
         item = {"b64_json": b64}
     content = {"created": int(time.time()), "data": [item]}
-    return await service.json_response(content, headers=generated.headers)
+    return await service.json_response(content, headers=generated.headers, size_hint=len(b64))
 
 
 @router.get("/image/styles")

@@ -185,6 +185,12 @@ class BodyGuard:
         )
 
 
+# Bodies from this size up are serialised and compressed on a worker thread; smaller ones on
+# the event loop, where the work takes less time than the hop to a thread (and a small body
+# does not wait behind other jobs' post-processing in the pool).
+OFFLOAD_BYTES = 64 * 1024
+
+
 def _compress(body: bytes, encoding: str) -> bytes:
     if encoding == "br":
         return bytes(brotli.compress(body, quality=4))
@@ -211,7 +217,7 @@ class Compression:
     them (br preferred, as Venice). Image bodies pass through untouched."""
 
     minimum_size = 500
-    offload_size = 64 * 1024
+    offload_size = OFFLOAD_BYTES
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -25,6 +25,7 @@ from murano.accounts.credentials import Credentials
 from murano.api.delivery import Delivery, Message
 from murano.api.errors import error_body, status_for
 from murano.api.job_spec import JobSpec, OutputRequest
+from murano.api.middleware import OFFLOAD_BYTES
 from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.engine import Engine
 from murano.engine.job import GenerationJob, JobTimings
@@ -194,11 +195,16 @@ class ImageService:
             log.exception("settling a reservation failed (outcome %s)", outcome)
 
     async def json_response(
-        self, content: Any, *, headers: dict[str, str], status_code: int = 200
+        self, content: Any, *, headers: dict[str, str], size_hint: int, status_code: int = 200
     ) -> Response:
-        """A JSON response serialised on the post-processing pool, not the event loop."""
-        loop = asyncio.get_running_loop()
-        body = await loop.run_in_executor(self.engine.postprocess_pool, _dumps, content)
+        """A JSON response of about `size_hint` bytes (its images' base64), serialised on
+        the post-processing pool when it is large, and on the event loop when that is
+        cheaper than the hop (`OFFLOAD_BYTES`)."""
+        if size_hint < OFFLOAD_BYTES:
+            body = _dumps(content)
+        else:
+            loop = asyncio.get_running_loop()
+            body = await loop.run_in_executor(self.engine.postprocess_pool, _dumps, content)
         return Response(body, status_code, headers=headers, media_type="application/json")
 
     def _options(
