@@ -76,7 +76,8 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(default=None, ge=1)
     max_batch_images: int = 8
     batch_wait_ms: float = 0.0
-    # A free worker waits up to this long for as many images as its previous batch had.
+    # After a batch of n > 1 images, a free worker waits up to this long for n images more
+    # than were queued when it finished (see murano.engine.scheduler).
     batch_refill_ms: float = Field(default=50.0, ge=0)
     max_queue: int = 64
     request_timeout_s: float = 300.0

@@ -2,13 +2,16 @@
 
 When a model's worker is free it takes the oldest job and every queued job with the same
 batch key, up to `max_batch_images` images, without waiting when idle (or up to
-`batch_wait_s` for more when configured). Under a steady load it refills: when fewer images
-are queued than its previous batch had, it waits up to `batch_refill_s` for that many, so
-the clients answered by one batch, who come back one by one, form the next together instead
-of a batch of the first few and another of the rest; a lone request after a lone request
-never waits. The oldest job always heads the next batch, so an incompatible job is never
-starved by a stream of compatible ones. Jobs past their deadline are expired, and cancelled
-ones dropped, before they reach the device.
+`batch_wait_s` for more when configured). Under a steady load it refills: after a batch of
+n > 1 images, while fewer than n + q images are queued (q: those that were queued when that
+batch finished), it waits up to `batch_refill_s` for them. The clients that batch answered
+come back one by one; so they join the ones already waiting in one batch, instead of the
+queue settling into two half batches that take turns (on a CPU the post-processing and HTTP
+of one half then run beside the other's pipeline call and slow it more than the wait costs,
+`benchmarks/throughput.py`). A batch of one never makes the next wait. The oldest job always
+heads the next batch, so an incompatible job is never starved by a stream of compatible
+ones. Jobs past their deadline are expired, and cancelled ones dropped, before they reach
+the device.
 
 A batch moves its jobs through `loading` (when the model is not resident), `running` (stamped
 when the device thread really starts it) and `postprocessing`. While it runs, a `StepControl`
@@ -148,8 +151,9 @@ class ModelQueue:
         self._batches: set[asyncio.Task[None]] = set()
         self._post_tasks: set[asyncio.Task[None]] = set()
         self._post_done = asyncio.Event()
-        # Images in the batch taken last: the load the refill window waits for.
-        self._last_images = 0
+        # The images the refill window waits for: those of the batch that finished last plus
+        # those queued when it finished (0: do not wait).
+        self._refill_images = 0
 
     @property
     def busy(self) -> bool:
@@ -229,7 +233,7 @@ class ModelQueue:
             await self._wait_for_postprocessing()
             if self._config.batch_wait_s > 0:
                 await self._wait_for_batch(self._config.max_batch_images, self._config.batch_wait_s)
-            refill = min(self._last_images, self._config.max_batch_images)
+            refill = min(self._refill_images, self._config.max_batch_images)
             if self._config.batch_refill_s > 0 and refill > 1:
                 await self._wait_for_batch(refill, self._config.batch_refill_s)
             batch = self._take_batch()
@@ -307,7 +311,6 @@ class ModelQueue:
                 batch.append(job)
                 images += job.images
         self._gauge()
-        self._last_images = images
         return batch
 
     def _drop_stale(self, now: float) -> None:
@@ -362,6 +365,8 @@ class ModelQueue:
             return
         finally:
             self._release(replica)
+        taken = sum(job.images for job in batch)
+        self._refill_images = taken + self._queued_images() if taken > 1 else 0
         if images is not None:  # None: every job was cancelled before the device started it
             self._finished_batch(replica, batch, images)
 

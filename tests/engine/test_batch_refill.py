@@ -1,7 +1,8 @@
-"""The refill window: after a batch of n images, a free worker waits for n queued images
-before it starts a smaller batch, and a lone request after a lone one never waits. Windows
-of an hour: a wait that should not happen would hang the test (pytest-timeout), one that
-should happen is ended by the jobs arriving, never by the clock."""
+"""The refill window: after a batch of n > 1 images that finished while q images were
+queued, a free worker waits for n + q queued images before it starts a smaller batch, and a
+lone request after a lone one never waits. Windows of an hour: a wait that should not
+happen would hang the test (pytest-timeout), one that should happen is ended by the jobs
+arriving, never by the clock."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from PIL.Image import Image
 
 from murano.engine.engine import Engine
-from murano.engine.job import GenerationJob
+from murano.engine.job import GenerationJob, JobState
 from murano.engine.scheduler import SchedulerConfig
 from tests.conftest import FakeEngineParts, fake_engine, generation_params
 
@@ -72,3 +73,57 @@ async def test_a_lone_request_after_a_lone_one_never_waits(parts: FakeEnginePart
         await j.future
     assert [len(b) for b in parts.backends["test-model"].batches] == [1, 1, 1]
     await engine.close()
+
+
+class Turnstile:
+    """A gate for the fake backend that lets one batch through per `release()`."""
+
+    def __init__(self) -> None:
+        self._passes = threading.Semaphore(0)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._passes.acquire(timeout=timeout)
+
+    def release(self) -> None:
+        self._passes.release()
+
+
+async def reached(j: GenerationJob, state: JobState) -> None:
+    """Until `j` has entered `state` (told by the job's listener, not by polling)."""
+    entered = asyncio.Event()
+    j.add_listener(lambda changed: entered.set() if state in changed.stamps else None)
+    if state not in j.stamps:
+        await entered.wait()
+
+
+async def test_two_half_batches_merge_instead_of_taking_turns(parts: FakeEngineParts) -> None:
+    """A batch of 2 runs while 2 more queue. When it finishes, its 2 clients come back one
+    by one: the worker waits for them and runs one batch of 4, rather than the 2 that
+    waited now and the 2 that come back next, and so on (half batches taking turns)."""
+    engine = fake_engine(parts, config=SchedulerConfig(batch_refill_s=HOUR_S))
+    backend = await engine.ensure_loaded("test-model")
+    turnstile = Turnstile()
+    backend.gate = turnstile  # type: ignore[attr-defined]
+    first = job(engine, 0)
+    engine.submit(first)
+    await reached(first, JobState.RUNNING)
+    halves = [job(engine, seed) for seed in (1, 2)]
+    for j in halves:
+        engine.submit(j)
+    turnstile.release()  # the first job alone, then the half batch that queued behind it
+    await reached(halves[0], JobState.RUNNING)
+    waiting = [job(engine, seed) for seed in (3, 4)]
+    for j in waiting:
+        engine.submit(j)
+    turnstile.release()
+    await asyncio.gather(first.future, *(j.future for j in halves))
+    back = [job(engine, seed) for seed in (5, 6)]
+    for j in back:
+        for _ in range(20):  # let the worker take (or not take) what is queued
+            await asyncio.sleep(0)
+        engine.submit(j)
+    turnstile.release()
+    turnstile.release()  # a fourth batch, should the worker (wrongly) make one
+    await asyncio.gather(*(j.future for j in (*waiting, *back)))
+    await engine.close()
+    assert [len(b) for b in parts.backends["test-model"].batches] == [1, 2, 4]
