@@ -10,6 +10,8 @@ over its rounds:
   but `MURANO_MAX_BATCH_IMAGES`=16, the peer's batch limit, driven by `clients` asyncio
   tasks that each send requests back to back (httpx, JSON with a base64 JPEG, decoded) for
   the round's time; the requests then in flight finish and count.
+* murano unmarked (for information, not in quick mode): the same server, each request
+  with `hide_watermark: true`, so that it does the peer's work.
 * LitServe: `litserve_server.py`, the same pipeline behind LitServe's batching (max batch
   16, 10 ms window), the same JPEG encode, no watermark; driven the same way. Skipped, and
   said so in the results, where `litserve` is not installed (`pip install
@@ -78,10 +80,14 @@ TARGET_CLIENTS = 16
 LITSERVE_BATCH_TIMEOUT_MS = 10.0
 
 
-# The servers measured at each load, in the order they take turns within a round.
-SERVERS = ("murano", "litserve", "naive", "naive-pool")
+# The ways measured at each load, in the order they take turns within a round.
+SERVERS = ("murano", "murano-unmarked", "litserve", "naive", "naive-pool")
 # Measured for information only, and not in quick mode.
-INFORMATIONAL = ("naive-pool",)
+INFORMATIONAL = ("murano-unmarked", "naive-pool")
+# Ways that are another way's server asked for something else: murano without its
+# invisible watermark (`hide_watermark`), doing the peer's work.
+SERVER_OF = {"murano-unmarked": "murano"}
+BODY_OF: dict[str, dict[str, Any]] = {"murano-unmarked": {"hide_watermark": True}}
 # murano's job states whose time the results break down (murano_job_seconds).
 JOB_STATES = ("queued", "running", "postprocessing", "sending")
 
@@ -113,13 +119,18 @@ class Config:
             skip.add("litserve")
         return tuple(way for way in SERVERS if way not in skip)
 
+    @property
+    def processes(self) -> tuple[str, ...]:
+        """The server processes the ways need, in `servers`' order."""
+        return tuple(way for way in self.servers if way not in SERVER_OF)
+
 
 # 256² keeps a full run to a few minutes on a 2-core CPU and is the size where batching
 # still pays there (see the 512² scaling table in the results).
 FULL = Config(
     size=256,
     clients=(1, 4, 16, 64),
-    rounds=3,
+    rounds=5,
     round_s=3.0,
     max_batch=16,
     batches=(1, 2, 4, 8, 16),
@@ -284,8 +295,8 @@ class Offline:
 
 def _servers(work: Path, config: Config) -> tuple[list[ServerSpec], Path]:
     """murano, LitServe and the naive servers (see `litserve_server.py`,
-    `naive_server.py`) on the same model directory, in `config.servers`' order. All run at
-    once; `Turns` stops each while another is measured."""
+    `naive_server.py`) on the same model directory, in `config.processes`' order. All run
+    at once; `Turns` stops each while another is measured."""
     data_dir = work / "murano"
     model_dir = build_tiny(data_dir)
     env = {
@@ -294,14 +305,14 @@ def _servers(work: Path, config: Config) -> tuple[list[ServerSpec], Path]:
     }
     specs = [murano_spec(data_dir, env=env)]
     model = ["--model-dir", str(model_dir)]
-    if "litserve" in config.servers:
+    if "litserve" in config.processes:
         port = free_port()
         argv = [PYTHON, str(Path(__file__).with_name("litserve_server.py")), *model]
         argv += ["--port", str(port), "--max-batch", str(config.max_batch)]
         argv += ["--batch-timeout-ms", f"{LITSERVE_BATCH_TIMEOUT_MS:g}"]
         specs.append(ServerSpec(argv, port, work / "litserve.log"))
     handlers = {"naive": "device-thread", "naive-pool": "thread-pool"}
-    for way in (w for w in config.servers if w in handlers):
+    for way in (w for w in config.processes if w in handlers):
         port = free_port()
         argv = [PYTHON, str(Path(__file__).with_name("naive_server.py")), *model]
         argv += ["--port", str(port), "--handler", handlers[way]]
@@ -376,21 +387,25 @@ def measure_level(
     batch = min(clients, config.max_batch)
     rounds: dict[str, list[Load]] = {way: [] for way in ("ceiling", *config.servers)}
     load_before = os.getloadavg()[0]
-    turns.only("murano")
-    before = _counters(bases["murano"])
+    # murano's /metrics over its own rounds (not the unmarked ones).
+    delta: dict[str, float] = {}
     for _ in range(config.rounds):
         turns.only(None)
         rounds["ceiling"].append(offline.loop(batch, config.size, config.round_s))
         for way in config.servers:
-            turns.only(way)
-            rounds[way].append(asyncio.run(_drive(bases[way], clients, config.round_s, body)))
-    turns.only("murano")
-    after = _counters(bases["murano"])
+            server = SERVER_OF.get(way, way)
+            turns.only(server)
+            before = _counters(bases[server]) if way == "murano" else {}
+            asked = {**body, **BODY_OF.get(way, {})}
+            rounds[way].append(asyncio.run(_drive(bases[server], clients, config.round_s, asked)))
+            if way == "murano":
+                after = _counters(bases[server])
+                for name in after:
+                    delta[name] = delta.get(name, 0.0) + after[name] - before[name]
     load_average = (load_before, os.getloadavg()[0])
     level = Level(
         clients, {way: _combine(loads) for way, loads in rounds.items()}, batch, load_average
     )
-    delta = {name: after[name] - before[name] for name in after}
     murano = level.loads["murano"]
     calls = delta["batch_images_count"]
     if calls:
@@ -414,9 +429,9 @@ def measure(config: Config, log: Callable[[str], None]) -> tuple[list[Level], Sc
         specs, model_dir = _servers(Path(tmp), config)
         with (
             running_processes(*specs) as procs,
-            Turns(dict(zip(config.servers, procs, strict=True))).taking_turns() as turns,
+            Turns(dict(zip(config.processes, procs, strict=True))).taking_turns() as turns,
         ):
-            bases = {way: spec.base for way, spec in zip(config.servers, specs, strict=True)}
+            bases = {way: spec.base for way, spec in zip(config.processes, specs, strict=True)}
             offline = Offline(load_pipeline(model_dir), DEFAULT_MODEL_STEPS, DEFAULT_MODEL_CFG)
             turns.only(None)
             for size, by_batch in scaling.items():
@@ -445,6 +460,7 @@ def _times(ratio: float) -> str:
 
 NAMES = {
     "murano": "murano",
+    "murano-unmarked": "murano unmarked",
     "litserve": "LitServe",
     "naive": "naive",
     "naive-pool": "naive thread-pool",
@@ -531,7 +547,9 @@ def _setup(config: Config) -> str:
         "pool them. Every request asks for a JPEG in JSON (base64) with `safe_mode: false`. "
         "murano runs with its defaults, so its images carry the invisible watermark, except "
         f"`MURANO_MAX_BATCH_IMAGES={config.max_batch}` (the peer's batch limit); no other "
-        f'server marks anything. {litserve}. "naive" calls the pipeline on one dedicated '
+        'server marks anything. "murano unmarked" is the same murano server asked for '
+        "`hide_watermark: true`, so that it does the peer's work. "
+        f'{litserve}. "naive" calls the pipeline on one dedicated '
         'thread, one request at a time (the baseline of the targets); "naive thread-pool" '
         "is the same server with a plain `def` handler, so torch is called from FastAPI's "
         "many pool threads (see `naive_server.py`). The ceiling is this process calling the "
@@ -642,6 +660,14 @@ def _verdict(config: Config, levels: list[Level], scaling: Scaling, quick: bool)
         top = max(other)
         ratio = other[top].images_per_s / other[min(other)].images_per_s
         lines.append(f"- At {size}² batch {top} makes {ratio:.2f}× the images/s of batch 1.")
+    unmarked = at.ratio("murano-unmarked", "litserve")
+    if not math.isnan(unmarked):
+        lines.append(
+            f"- Without its watermark (`hide_watermark: true`, the peer's work) murano serves "
+            f"{unmarked:.2f}× LitServe's images/s and "
+            f"{at.ratio('murano-unmarked', 'ceiling'):.2f}× the ceiling at {TARGET_CLIENTS} "
+            "clients."
+        )
     if m.mean_batch < 0.75 * at.batch:
         lines.append(
             f"- murano formed batches of {m.mean_batch:.1f} images on average at "
