@@ -35,8 +35,8 @@ from murano.engine.backend import Backend, StepControl
 from murano.engine.engine import Engine, LoadState
 from murano.engine.job import GenerationJob, JobState
 from murano.engine.params import GenerationParams
-from murano.engine.scheduler import ModelQueue, SchedulerConfig
-from murano.errors import InferenceFailed, JobCancelled, ModelAtCapacity, MuranoError
+from murano.engine.scheduler import ModelQueue, SchedulerConfig, finish_job
+from murano.errors import InferenceFailed, JobCancelled, ModelAtCapacity
 from murano.metrics import Metrics
 
 __all__ = ["EventStream", "ModelHandle", "RemoteQueue", "ServeEngine", "ServeHandle"]
@@ -176,17 +176,7 @@ class RemoteQueue:
         self._metrics.images.labels(self.model_id).inc(len(images))
         if not job.move(JobState.POSTPROCESSING):
             return  # cancelled meanwhile
-        began = time.monotonic()
-        try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                self._cpu, job.finish, images, flags
-            )
-        except Exception as exc:
-            log.exception("post-processing failed for job %d", job.id)
-            job.fail(exc if isinstance(exc, MuranoError) else InferenceFailed(repr(exc)))
-            return
-        self._metrics.postprocess_seconds.labels(self.model_id).observe(time.monotonic() - began)
-        job.resolve(result)
+        await finish_job(job, images, flags, self._cpu, self._metrics, self.model_id)
 
 
 class ServeEngine(Engine):

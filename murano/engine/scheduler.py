@@ -57,7 +57,7 @@ from murano.errors import (
 )
 from murano.metrics import Metrics
 
-__all__ = ["BatchControl", "ModelQueue", "SchedulerConfig"]
+__all__ = ["BatchControl", "ModelQueue", "SchedulerConfig", "finish_job"]
 
 log = logging.getLogger("murano.engine")
 
@@ -118,6 +118,29 @@ def _run_on_device(backend: Backend, control: BatchControl) -> list[list[Image]]
     if not control.begin():
         return None
     return backend.generate([job.params for job in control.jobs], control)
+
+
+async def finish_job(
+    job: GenerationJob,
+    images: Sequence[Image],
+    flags: Sequence[bool] | None,
+    cpu: Executor,
+    metrics: Metrics,
+    model_id: str,
+) -> None:
+    """Post-process `job`'s images on `cpu` and hand the result to its caller; a failure
+    fails the job alone."""
+    began = time.monotonic()
+    try:
+        result: Any = await asyncio.get_running_loop().run_in_executor(
+            cpu, job.finish, images, flags
+        )
+    except Exception as exc:
+        log.exception("post-processing failed for job %d", job.id)
+        job.fail(exc if isinstance(exc, MuranoError) else InferenceFailed(repr(exc)))
+        return
+    metrics.postprocess_seconds.labels(model_id).observe(time.monotonic() - began)
+    job.resolve(result)  # a no-op when the job was cancelled meanwhile
 
 
 class ModelQueue:
@@ -428,17 +451,7 @@ class ModelQueue:
     ) -> None:
         if job.finished:
             return  # cancelled while waiting: nothing to encode
-        began = time.monotonic()
-        try:
-            result: Any = await asyncio.get_running_loop().run_in_executor(
-                self._cpu, job.finish, images, flags
-            )
-        except Exception as exc:
-            log.exception("post-processing failed for job %d", job.id)
-            job.fail(exc if isinstance(exc, MuranoError) else InferenceFailed(repr(exc)))
-            return
-        self._metrics.postprocess_seconds.labels(self.model_id).observe(time.monotonic() - began)
-        job.resolve(result)  # a no-op when the job was cancelled meanwhile
+        await finish_job(job, images, flags, self._cpu, self._metrics, self.model_id)
 
     async def _inspect(
         self, kept: Sequence[tuple[GenerationJob, list[Image]]]

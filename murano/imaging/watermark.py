@@ -90,9 +90,9 @@ def apply_watermark(image: Image.Image) -> Image.Image:
         # Each low-pass value covers 2×2 pixels (the inverse Haar of a low-pass change).
         # The pixels are whole numbers, so rounding the change alone rounds their sum.
         step = np.rint(weight * low).astype(np.int16)
-        change = np.broadcast_to(step[:, None, :, None], (height // 2, 2, width // 2, 2))
-        moved = pixels[:height, :width, channel] + change.reshape(height, width)
-        out[:height, :width, channel] = np.clip(moved, 0, 255)
+        moved = pixels[:height, :width, channel].astype(np.int16)
+        moved.reshape(height // 2, 2, width // 2, 2)[...] += step[:, None, :, None]
+        out[:height, :width, channel] = np.clip(moved, 0, 255, out=moved)
     marked = Image.fromarray(out)
     if alpha is not None:
         marked.putalpha(alpha)
