@@ -3,6 +3,7 @@ httpx through ASGI, with its lifespan running."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +24,7 @@ from murano.catalog.entries import Catalog, ModelEntry
 from murano.engine.devices import DEFAULT_WORKER, current_worker
 from murano.engine.engine import Engine
 from murano.engine.fake import FakeBackend
+from murano.engine.job import GenerationJob, JobState
 from murano.engine.params import GenerationParams
 from murano.engine.scheduler import SchedulerConfig
 from murano.settings import Settings
@@ -46,6 +48,15 @@ def generation_params(**changes: Any) -> GenerationParams:
         "lora_strength": None,
     }
     return GenerationParams(**{**values, **changes})
+
+
+async def entered(job: GenerationJob, state: JobState) -> None:
+    """Until `job` has entered `state` (now or earlier), told by the job's listener, not by
+    polling."""
+    done = asyncio.Event()
+    job.add_listener(lambda changed: done.set() if state in changed.stamps else None)
+    if state not in job.stamps:
+        await done.wait()
 
 
 def entry(model_id: str, **overrides: Any) -> ModelEntry:

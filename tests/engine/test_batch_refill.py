@@ -15,7 +15,7 @@ from PIL.Image import Image
 from murano.engine.engine import Engine
 from murano.engine.job import GenerationJob, JobState
 from murano.engine.scheduler import SchedulerConfig
-from tests.conftest import FakeEngineParts, fake_engine, generation_params
+from tests.conftest import FakeEngineParts, entered, fake_engine, generation_params
 
 HOUR_S = 3600.0
 
@@ -88,14 +88,6 @@ class Turnstile:
         self._passes.release()
 
 
-async def reached(j: GenerationJob, state: JobState) -> None:
-    """Until `j` has entered `state` (told by the job's listener, not by polling)."""
-    entered = asyncio.Event()
-    j.add_listener(lambda changed: entered.set() if state in changed.stamps else None)
-    if state not in j.stamps:
-        await entered.wait()
-
-
 async def test_two_half_batches_merge_instead_of_taking_turns(parts: FakeEngineParts) -> None:
     """A batch of 2 runs while 2 more queue. When it finishes, its 2 clients come back one
     by one: the worker waits for them and runs one batch of 4, rather than the 2 that
@@ -106,12 +98,12 @@ async def test_two_half_batches_merge_instead_of_taking_turns(parts: FakeEngineP
     backend.gate = turnstile  # type: ignore[attr-defined]
     first = job(engine, 0)
     engine.submit(first)
-    await reached(first, JobState.RUNNING)
+    await entered(first, JobState.RUNNING)
     halves = [job(engine, seed) for seed in (1, 2)]
     for j in halves:
         engine.submit(j)
     turnstile.release()  # the first job alone, then the half batch that queued behind it
-    await reached(halves[0], JobState.RUNNING)
+    await entered(halves[0], JobState.RUNNING)
     waiting = [job(engine, seed) for seed in (3, 4)]
     for j in waiting:
         engine.submit(j)

@@ -28,7 +28,7 @@ from murano.engine.job import GenerationJob, JobState
 from murano.engine.scheduler import SchedulerConfig
 from murano.errors import InferenceFailed, JobCancelled, ModelAtCapacity
 from murano.settings import Settings
-from tests.conftest import entry, generation_params
+from tests.conftest import entered, entry, generation_params
 
 PG = "postgresql://postgres@/murano?host=/var/run/postgresql"
 
@@ -156,13 +156,6 @@ def _job(preview_every: int = 0, **changes: Any) -> GenerationJob:
     )
 
 
-async def _until(job: GenerationJob, state: JobState) -> None:
-    reached = asyncio.Event()
-    job.add_listener(lambda j: reached.set() if j.state is state else None)
-    if job.state is not state:
-        await reached.wait()
-
-
 async def test_a_job_follows_its_replica_and_is_post_processed_here() -> None:
     replica = ScriptedReplica()
     engine = _engine(replica)
@@ -174,7 +167,7 @@ async def test_a_job_follows_its_replica_and_is_post_processed_here() -> None:
     assert engine.status("test-model").state.value == "resident" and engine.ready
     stream.events.put_nowait(Running())
     stream.events.put_nowait(Progress(1, 4))
-    await _until(job, JobState.RUNNING)
+    await entered(job, JobState.RUNNING)
     image = Image.new("RGB", (8, 8))
     stream.events.put_nowait(Generated([image, image], [False, True]))
     assert await job.future == {"images": 2, "flags": [False, True]}
